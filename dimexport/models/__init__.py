@@ -1,0 +1,48 @@
+"""The model zoo: plain nn.Modules whose parameter names match the official checkpoints."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..configs import ModelConfig, get_config
+from .dim import DiM
+from .dis import DiS
+
+_FAMILIES: dict[str, type[nn.Module]] = {"dim": DiM, "dis": DiS}
+
+
+def build_model(model: str | ModelConfig, resolution: int | None = None, seed: int | None = None) -> nn.Module:
+    """Build a model by id or config, randomly initialised (seeded when `seed` is given), in eval mode.
+
+    `resolution` builds DiS with a position table of that size; DiM keeps its native table and
+    interpolates it at run time for any resolution, so for DiM it only validates the value.
+    """
+    cfg = get_config(model) if isinstance(model, str) else model
+    if resolution is not None:
+        cfg.grid(resolution)  # validates
+        if cfg.family == "dis":
+            cfg = cfg.at_resolution(resolution)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return _FAMILIES[cfg.family](cfg).eval()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# Scan parameters that must stay fp32 whatever the model's dtype (the op and the kernel read them as fp32).
+FP32_PARAMS = (".A_log", ".A_b_log", ".D", ".D_b", ".dt_proj.bias", ".dt_proj_b.bias")
+
+
+def cast_model(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast to `dtype` for inference, keeping A_log, D and the dt bias in fp32 as mamba-ssm does."""
+    model.to(dtype)
+    for name, param in model.named_parameters():
+        if name.endswith(FP32_PARAMS):
+            param.data = param.data.float()
+    return model
+
+
+__all__ = ["DiM", "DiS", "FP32_PARAMS", "build_model", "cast_model", "count_parameters"]

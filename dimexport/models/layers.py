@@ -1,0 +1,134 @@
+"""Building blocks shared by DiM and DiS, with the parameter names of the official checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops import selective_scan
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Sinusoid [cos | sin] in fp32, as both official repos (and diffusers' flip_sin_to_cos) compute it."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with a weight and no bias; statistics in fp32, output in the weight's dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.float()).to(self.weight.dtype)
+
+
+class PatchEmbed(nn.Module):
+    """Conv2d(k=p, s=p) patchifier flattened row-major to (B, h*w, D); key `<name>.proj`."""
+
+    def __init__(self, in_channels: int, dim: int, patch: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def unpatchify(x: Tensor, grid: int, patch: int, channels: int) -> Tensor:
+    """(B, g*g, p*p*C) with channels last inside each patch -> (B, C, g*p, g*p), as DiT/DiM/DiS do."""
+    b = x.shape[0]
+    x = x.reshape(b, grid, grid, patch, patch, channels)
+    return torch.einsum("nhwpqc->nchpwq", x).reshape(b, channels, grid * patch, grid * patch)
+
+
+def depthwise_conv2d(conv: nn.Conv2d, tokens: Tensor, side: int) -> Tensor:
+    """Apply a 2-D conv to row-major grid tokens (B, side*side, D) and return tokens again."""
+    b, n, d = tokens.shape
+    grid = tokens.transpose(1, 2).reshape(b, d, side, n // side)
+    return conv(grid).flatten(2).transpose(1, 2)
+
+
+class Mamba(nn.Module):
+    """Mamba-1 mixer with mamba_ssm's parameter names; with `bimamba` it is Vim/DiS "bimamba v2".
+
+    bimamba v2 shares in_proj/out_proj (and z) and has its own conv1d_b, x_proj_b, dt_proj_b, A_b_log
+    and D_b for the backward direction; the two directions' gated outputs are summed (no /2). The
+    backward direction is computed without flips: an anti-causal conv and a reverse scan.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, bimamba: bool = False):
+        super().__init__()
+        self.d_inner = expand * d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.dt_rank = math.ceil(d_model / 16)
+        self.bimamba = bimamba
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+        for suffix in ("", "_b") if bimamba else ("",):
+            self._add_direction(suffix)
+
+    def _add_direction(self, suffix: str) -> None:
+        di, n, r = self.d_inner, self.d_state, self.dt_rank
+        setattr(self, f"conv1d{suffix}", nn.Conv1d(di, di, self.d_conv, groups=di, padding=self.d_conv - 1))
+        setattr(self, f"x_proj{suffix}", nn.Linear(di, r + 2 * n, bias=False))
+        dt_proj = nn.Linear(r, di, bias=True)
+        # mamba_ssm's init: softplus(bias) log-uniform in [1e-3, 1e-1]; S4D-real A; D = 1.
+        dt = torch.exp(torch.rand(di) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
+        with torch.no_grad():
+            dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            nn.init.uniform_(dt_proj.weight, -(r**-0.5), r**-0.5)
+        setattr(self, f"dt_proj{suffix}", dt_proj)
+        a_name = "A_b_log" if suffix else "A_log"
+        setattr(self, a_name, nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(di, 1)))
+        setattr(self, f"D{suffix}", nn.Parameter(torch.ones(di)))
+
+    def _direction(self, x: Tensor, z: Tensor, suffix: str, reverse: bool) -> Tensor:
+        conv: nn.Conv1d = getattr(self, f"conv1d{suffix}")
+        x_proj: nn.Linear = getattr(self, f"x_proj{suffix}")
+        dt_proj: nn.Linear = getattr(self, f"dt_proj{suffix}")
+        A_log: Tensor = getattr(self, "A_b_log" if suffix else "A_log")
+        D: Tensor = getattr(self, f"D{suffix}")
+        seqlen = x.shape[-1]
+        if reverse:  # the causal conv of the flipped sequence, in original order: look ahead, kernel flipped
+            u = F.conv1d(F.pad(x, (0, self.d_conv - 1)), conv.weight.flip(-1), conv.bias, groups=self.d_inner)
+        else:
+            u = conv(x)[..., :seqlen]
+        u = F.silu(u)
+        x_dbl = F.linear(u.transpose(1, 2), x_proj.weight)  # (B, L, R + 2N)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # bias goes to the scan as delta_bias
+        return selective_scan(
+            u,
+            delta,
+            -torch.exp(A_log.float()),
+            B.transpose(1, 2).unsqueeze(1),
+            C.transpose(1, 2).unsqueeze(1),
+            D.float(),
+            z,
+            dt_proj.bias.float(),
+            True,
+            reverse,
+        )
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """(B, L, d_model) -> (B, L, d_model)."""
+        xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2*Di, L)
+        x, z = xz.chunk(2, dim=1)
+        y = self._direction(x, z, "", reverse=False)
+        if self.bimamba:
+            y = y + self._direction(x, z, "_b", reverse=True)
+        return self.out_proj(y.transpose(1, 2))

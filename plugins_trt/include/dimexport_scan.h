@@ -1,0 +1,65 @@
+/* dimexport selective-scan kernel: the C ABI shared by the PyTorch op and the TensorRT plugin.
+ *
+ * Semantics (identical to mamba-ssm's selective_scan_fn forward, plus `reverse`), per batch b, channel d:
+ *   dt_t  = softplus(delta[b,d,t] + delta_bias[d])      (softplus only if delta_softplus; threshold 20)
+ *   h_t   = exp(dt_t * A[d,n]) * h_{t-1} + dt_t * B[b,g,n,t] * u[b,d,t]     (fp32 state, h_{-1} = 0)
+ *   y_t   = sum_n C[b,g,n,t] * h_t[n] + D[d] * u[b,d,t]
+ *   out   = y_t * silu(z[b,d,t])                         (if z is given)
+ * with g = d / (dim / ngroups). With reverse != 0 the recurrence runs from t = L-1 down to 0
+ * (the same as flipping every sequence input, scanning forward and flipping the output back).
+ *
+ * Layout: every sequence tensor is addressed by element strides, so (B, D, L) contiguous tensors and
+ * transposed views of token-major (B, L, D) tensors are both accepted without copies.
+ * u, delta, z, B, C and out share one dtype; A, D and delta_bias are fp32 and contiguous.
+ */
+#ifndef DIMEXPORT_SCAN_H
+#define DIMEXPORT_SCAN_H
+
+#include <stdint.h>
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DIMEX_SCAN_ABI_VERSION 1
+
+typedef enum { DIMEX_FLOAT32 = 0, DIMEX_FLOAT16 = 1, DIMEX_BFLOAT16 = 2 } dimex_dtype;
+
+typedef enum {
+  DIMEX_OK = 0,
+  DIMEX_ERR_INVALID_ARGUMENT = 1, /* a null pointer, a non-positive size, ngroups not dividing dim */
+  DIMEX_ERR_UNSUPPORTED = 2,      /* dstate > 64, dtype unknown */
+  DIMEX_ERR_CUDA = 3              /* a CUDA launch error; cudaGetLastError() holds the cause */
+} dimex_status;
+
+typedef struct {
+  int64_t batch, dim, seqlen, dstate, ngroups;
+  dimex_dtype dtype;                                  /* of u, delta, z, B, C, out */
+  const void* u;      int64_t u_stride[3];            /* (b, d, l) element strides */
+  const void* delta;  int64_t delta_stride[3];
+  const float* A;                                     /* (dim, dstate), contiguous, negative: -exp(A_log) */
+  const void* B;      int64_t B_stride[4];            /* (b, g, n, l) */
+  const void* C;      int64_t C_stride[4];
+  const float* D;                                     /* (dim,) or NULL */
+  const void* z;      int64_t z_stride[3];            /* or NULL */
+  const float* delta_bias;                            /* (dim,) or NULL */
+  void* out;          int64_t out_stride[3];
+  int32_t delta_softplus;
+  int32_t reverse;
+} dimex_scan_params;
+
+/* Enqueues the forward scan on `stream`. No allocation, no synchronisation: capturable in a CUDA graph. */
+int dimex_selective_scan_fwd(const dimex_scan_params* params, cudaStream_t stream);
+
+/* A static, human-readable description of a dimex_status code. */
+const char* dimex_status_string(int status);
+
+/* DIMEX_SCAN_ABI_VERSION of the library, so that loaders can refuse a mismatched build. */
+int dimex_scan_abi_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DIMEXPORT_SCAN_H */
