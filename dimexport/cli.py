@@ -134,7 +134,7 @@ def forward(model_id, checkpoint, seed, resolution, batch, device, dtype, repeat
     import torch
 
     from .configs import get_config
-    from .models import build_model, cast_model
+    from .models import build_model, cast_model, example_inputs
     from .models.checkpoint import load_checkpoint
 
     cfg = get_config(model_id)
@@ -146,10 +146,7 @@ def forward(model_id, checkpoint, seed, resolution, batch, device, dtype, repeat
         raise InputError("fp16 runs on CUDA only here; use --dtype fp32 or bf16 on the CPU")
     model = load_checkpoint(cfg, checkpoint, resolution) if checkpoint else build_model(cfg, resolution, seed=seed)
     model = cast_model(model, getattr(torch, DTYPES[dtype])).to(device)
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(cfg.input_shape(batch, res), generator=gen).to(device)
-    t = torch.linspace(1, 999, batch).to(device)
-    y = (torch.arange(batch) % (cfg.num_classes + 1)).to(device) if cfg.num_classes else None
+    x, t, y = example_inputs(cfg, batch, res, seed, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

@@ -103,3 +103,12 @@ def test_bad_inputs_are_named(scan_inputs, change, message):
     with pytest.raises(InputError) as exc:
         selective_scan(**args)
     assert str(exc.value) == message
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_op_on_cuda_matches_oracle(scan_inputs, dtype):
+    args = scan_inputs(2, 64, 1230, groups=2, dtype=dtype, device="cuda", seed=11)
+    out = selective_scan(**args, reverse=True)
+    ref = selective_scan_oracle(**args, reverse=True)
+    assert out.is_cuda and rel_err(out, ref) <= (1e-6 if dtype == torch.float32 else torch.finfo(dtype).eps)

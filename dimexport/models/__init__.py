@@ -45,4 +45,15 @@ def cast_model(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return model
 
 
-__all__ = ["DiM", "DiS", "FP32_PARAMS", "build_model", "cast_model", "count_parameters"]
+def example_inputs(
+    cfg: ModelConfig, batch: int = 1, resolution: int | None = None, seed: int = 0, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Seeded (x, t, y): unit-normal inputs, timesteps spread over 1..999, labels cycling through the null one."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(cfg.input_shape(batch, resolution), generator=gen)
+    t = torch.linspace(1, 999, batch)
+    y = torch.arange(batch) % (cfg.num_classes + 1) if cfg.num_classes else None
+    return x.to(device), t.to(device), None if y is None else y.to(device)
+
+
+__all__ = ["DiM", "DiS", "FP32_PARAMS", "build_model", "cast_model", "count_parameters", "example_inputs"]
