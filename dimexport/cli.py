@@ -1,8 +1,9 @@
 """The `dimexport` command line.
 
 Exit codes: 0 success; 2 usage or input error (unknown model, bad resolution, checkpoint that does
-not fit, wrong dtype for the device); 3 a parity check failed; 4 the environment lacks something
-(a GPU, TensorRT, the plugin library, a package).
+not fit, wrong dtype for the device, an incomplete or foreign artifact); 3 a parity check failed;
+4 the environment lacks something (a GPU, TensorRT, the plugin library, a package); 5 the ONNX
+export or one of its checks failed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-EPILOG = "Exit codes: 0 ok, 2 usage or input error, 3 verification failed, 4 environment problem."
+EPILOG = "Exit codes: 0 ok, 2 usage or input error, 3 verification failed, 4 environment problem, 5 export failed."
 
 
 def _handle_errors(fn: Callable) -> Callable:
@@ -36,7 +37,7 @@ def _handle_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except DimexportError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
             sys.exit(exc.exit_code)
 
     return wrapper
@@ -142,8 +143,6 @@ def forward(model_id, checkpoint, seed, resolution, batch, device, dtype, repeat
     cfg.grid(res)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise EnvironmentProblem("--device cuda needs a CUDA GPU visible to torch; use --device cpu")
-    if dtype == "fp16" and not device.startswith("cuda"):
-        raise InputError("fp16 runs on CUDA only here; use --dtype fp32 or bf16 on the CPU")
     model = load_checkpoint(cfg, checkpoint, resolution) if checkpoint else build_model(cfg, resolution, seed=seed)
     model = cast_model(model, getattr(torch, DTYPES[dtype])).to(device)
     x, t, y = example_inputs(cfg, batch, res, seed, device)
@@ -173,6 +172,83 @@ def forward(model_id, checkpoint, seed, resolution, batch, device, dtype, repeat
             console.print(f"{k:15s} {v}")
     if not result["finite"]:
         raise DimexportError("the output contains NaN or Inf")
+
+
+@main.command("export", epilog=EPILOG)
+@click.option("--model", "model_id", required=True, help="Model id (see `dimexport models`).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official checkpoint to export.")
+@click.option("--random-init", is_flag=True, help="Export random weights (seeded); the default without --checkpoint.")
+@click.option("--seed", default=0, show_default=True, help="Seed of --random-init.")
+@click.option("--resolution", type=int, help="Image side in pixels; fixed per export (the scan orders depend on it).")
+@click.option("--batch", default="1:1:8", show_default=True, help="Dynamic batch min:opt:max (or N).")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+              help="Type the graph itself carries (TensorRT 11 is strongly typed); A, D, dt bias and norm statistics stay fp32.")
+@click.option("--scan", type=click.Choice(["plugin", "portable"]), default="plugin", show_default=True,
+              help="plugin: one trt.plugins::DimSelectiveScan node per scan; portable: standard ONNX ops only.")
+@click.option("--opset", type=int, help="ONNX opset, 18..23 (default 20; 22 for bf16).")
+@click.option("-o", "--output", "out_dir", default="dimexport-out", show_default=True, help="Artifact root folder.")
+@click.option("--force", is_flag=True, help="Re-export even if a matching artifact exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@_handle_errors
+def export_cmd(model_id, checkpoint, random_init, seed, resolution, batch, dtype, scan, opset, out_dir, force, as_json):
+    """Export a model to ONNX into a content-addressed artifact folder (reused when nothing changed)."""
+    from .configs import get_config
+    from .export.exporter import ExportSpec, export, parse_batch
+
+    if checkpoint and random_init:
+        raise InputError("give either --checkpoint or --random-init, not both")
+    cfg = get_config(model_id)
+    spec = ExportSpec(model_id, resolution or cfg.resolution, dtype, scan, parse_batch(batch), checkpoint, seed, opset)
+    with err_console.status("exporting") as status:
+        artifact, reused = export(spec, out_dir, force, status=lambda s: status.update(s))
+    m = artifact.manifest
+    if as_json:
+        click.echo(json.dumps({"artifact": str(artifact.folder), "reused": reused, "manifest": m}, indent=2))
+        return
+    console.print(f"{'reused' if reused else 'exported'} [bold]{artifact.folder}[/]")
+    console.print(
+        f"  {m['scan_node']['count']} {m['scan_node']['op_type']} nodes, L={m['seq_len']}, dtype {m['spec']['dtype']}, "
+        f"{sum(f['bytes'] for f in m['files'].values()) / 2**20:.1f} MiB, export {m['export_seconds']} s"
+    )
+
+
+@main.command(epilog=EPILOG)
+@click.argument("artifact", type=click.Path(file_okay=False))
+@click.option("--backends", default="torch,ort", show_default=True, help="Comma list of torch, ort, trt.")
+@click.option("--atol", multiple=True, help="[OUTPUT:]X elementwise absolute tolerance (default per dtype).")
+@click.option("--rtol", multiple=True, help="[OUTPUT:]X elementwise relative tolerance (default per dtype).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the inputs.")
+@click.option("--device", default="cpu", show_default=True, help="Device of the PyTorch reference.")
+@click.option("--save-io", type=click.Path(file_okay=False), help="Save inputs/outputs as Polygraphy JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@_handle_errors
+def verify(artifact, backends, atol, rtol, seed, device, save_io, as_json) -> None:
+    """Run an artifact through PyTorch and other backends on the same inputs and compare (exit 3 on failure)."""
+    from .errors import EXIT_VERIFY_FAILED
+    from .verify.compare import parse_tolerance, verify as run_verify
+
+    report = run_verify(
+        artifact, [b.strip() for b in backends.split(",") if b.strip()], parse_tolerance(atol, "atol"),
+        parse_tolerance(rtol, "rtol"), save_io, seed, device,
+    )
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        tol = report["tolerances"]
+        table = Table(title=f"verify {report['model']} ({report['dtype']}, {report['scan']} scan) inputs {report['inputs']['x']}")
+        for col in ("output", "pair", "max abs", "max rel", "rel L2", "cosine", "PSNR", "pass"):
+            table.add_column(col, no_wrap=True)
+        for r in report["comparisons"]:
+            table.add_row(
+                r["output"], f"{r['backend']}/{r['reference']}", f"{r['max_abs']:.2e}", f"{r['max_rel']:.2e}",
+                f"{r['rel_l2']:.2e}", f"{r['cosine']:.6f}", f"{r['psnr_db']:.1f}", "[green]yes[/]" if r["passed"] else "[red]NO[/]",
+            )
+        console.print(table)
+        console.print(f"tolerances: rel L2 <= {tol['rel_l2']}, |a-b| <= {tol['atol']} + {tol['rtol']}*|ref|")
+        if "polygraphy" in report:
+            console.print(f"reproduce without dimexport:\n  {report['polygraphy']}", soft_wrap=True)
+    if not report["passed"]:
+        sys.exit(EXIT_VERIFY_FAILED)
 
 
 if __name__ == "__main__":

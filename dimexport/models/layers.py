@@ -50,8 +50,8 @@ class PatchEmbed(nn.Module):
 def unpatchify(x: Tensor, grid: int, patch: int, channels: int) -> Tensor:
     """(B, g*g, p*p*C) with channels last inside each patch -> (B, C, g*p, g*p), as DiT/DiM/DiS do."""
     b = x.shape[0]
-    x = x.reshape(b, grid, grid, patch, patch, channels)
-    return torch.einsum("nhwpqc->nchpwq", x).reshape(b, channels, grid * patch, grid * patch)
+    x = x.reshape(b, grid, grid, patch, patch, channels).permute(0, 5, 1, 3, 2, 4)  # n h w p q c -> n c h p w q
+    return x.reshape(b, channels, grid * patch, grid * patch)
 
 
 def depthwise_conv2d(conv: nn.Conv2d, tokens: Tensor, side: int) -> Tensor:

@@ -1,0 +1,1 @@
+"""ONNX export of the model zoo: the custom-node graph and its portable standard-ops twin."""

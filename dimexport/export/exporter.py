@@ -1,0 +1,288 @@
+"""`dimexport export`: model -> ONNX artifact folder (model.onnx + model.onnx.data + manifest.json + logs).
+
+The folder name is a hash of everything that changes the file (config, weights, dtype, shapes, opset,
+scan mode, versions), so a re-run reuses it and a changed input never picks up a stale one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import onnx
+import torch
+
+from .. import __version__
+from ..configs import ModelConfig, get_config
+from ..errors import DimexportError, InputError
+from ..models import build_model, cast_model, example_inputs
+from ..models.checkpoint import load_checkpoint
+from . import scan_node
+
+MANIFEST_FORMAT = 1
+EXIT_EXPORT_FAILED = 5
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ONNX_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"
+INPUT_NAMES = ("x", "t", "y")
+OUTPUT_NAME = "out"
+DEFAULT_OPSET = 20
+BF16_MIN_OPSET = 22
+
+
+class ExportError(DimexportError):
+    """The exporter or a post-export check failed; the message names the step and the log file."""
+
+    exit_code = EXIT_EXPORT_FAILED
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What to export; every field is part of the artifact's content key."""
+
+    model_id: str
+    resolution: int
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    scan: Literal["plugin", "portable"] = "plugin"
+    batch: tuple[int, int, int] = (1, 1, 8)  # min, opt, max of the dynamic batch dimension
+    checkpoint: str | None = None
+    seed: int = 0
+    opset: int | None = None  # default: 20, or 22 for bf16 (ONNX Conv takes bfloat16 from opset 22)
+
+    def __post_init__(self) -> None:
+        if self.opset is None:
+            object.__setattr__(self, "opset", BF16_MIN_OPSET if self.dtype == "bf16" else DEFAULT_OPSET)
+        cfg = get_config(self.model_id)
+        cfg.grid(self.resolution)
+        if self.dtype not in DTYPES:
+            raise InputError(f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.scan not in ("plugin", "portable"):
+            raise InputError(f"--scan {self.scan!r} must be 'plugin' or 'portable'")
+        lo, opt, hi = self.batch
+        if not 1 <= lo <= opt <= hi:
+            raise InputError(f"--batch must be min:opt:max with 1 <= min <= opt <= max, got {lo}:{opt}:{hi}")
+        if not 18 <= self.opset <= 23:
+            raise InputError(f"--opset {self.opset} is outside the supported 18..23")
+        if self.dtype == "bf16" and self.opset < BF16_MIN_OPSET:
+            raise InputError(f"--dtype bf16 needs --opset {BF16_MIN_OPSET} or newer (ONNX Conv has no bfloat16 before it)")
+
+    @property
+    def config(self) -> ModelConfig:
+        return get_config(self.model_id)
+
+    def expected_scan_nodes(self) -> int:
+        """DiM scans once per layer, DiS twice per block (bimamba v2)."""
+        cfg = self.config
+        return cfg.num_blocks * (2 if cfg.family == "dis" else 1)
+
+
+def parse_batch(text: str) -> tuple[int, int, int]:
+    """'8' -> (8, 8, 8); '1:8:32' -> (1, 8, 32)."""
+    try:
+        parts = [int(p) for p in text.split(":")]
+    except ValueError:
+        raise InputError(f"--batch {text!r} must be N or MIN:OPT:MAX integers") from None
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3:
+        raise InputError(f"--batch {text!r} must be N or MIN:OPT:MAX")
+    return tuple(parts)  # type: ignore[return-value]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import onnxscript
+
+    return {"dimexport": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "onnxscript": onnxscript.__version__}
+
+
+def export_key(spec: ExportSpec, weights: str) -> str:
+    payload = {
+        "spec": dataclasses.asdict(spec) | {"checkpoint": None},
+        "weights": weights,
+        "config": spec.config.to_dict(),
+        "node": [scan_node.DOMAIN, scan_node.OP_TYPE, scan_node.PLUGIN_VERSION],
+        "versions": _versions(),
+        "format": MANIFEST_FORMAT,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def check_exported(path: Path, spec: ExportSpec) -> int:
+    """Fail loudly unless the file is what the rest of the pipeline relies on; returns the scan-node count."""
+    graph_only = onnx.load(str(path), load_external_data=False)
+    nodes = list(graph_only.graph.node)
+    if graph_only.functions:
+        names = ", ".join(f.name for f in graph_only.functions)
+        raise ExportError(f"export left local functions ({names}); TensorRT may pick them over the plugin")
+    stray = sorted({n.domain for n in nodes if n.domain.startswith("pkg.")})
+    if stray:
+        raise ExportError(f"export left unconverted torch ops in domains {stray}")
+    found = sum(n.op_type == scan_node.OP_TYPE and n.domain == scan_node.DOMAIN for n in nodes)
+    domains = {o.domain for o in graph_only.opset_import}
+    if spec.scan == "plugin":
+        expected = spec.expected_scan_nodes()
+        if found != expected:
+            raise ExportError(f"expected {expected} {scan_node.OP_TYPE} nodes for {spec.model_id}, found {found}")
+        if scan_node.DOMAIN not in domains:
+            raise ExportError(f"the custom domain {scan_node.DOMAIN!r} is missing from opset_import")
+    elif found or scan_node.DOMAIN in domains:
+        raise ExportError(f"the portable graph still has {found} custom scan nodes / the {scan_node.DOMAIN} domain")
+    scan_node.register_schema()
+    try:
+        onnx.checker.check_model(str(path), full_check=True)  # by path: models over 2 GB
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"onnx.checker rejected {path}: {exc}") from exc
+    return found
+
+
+def _build(spec: ExportSpec) -> torch.nn.Module:
+    cfg = spec.config
+    model = load_checkpoint(cfg, spec.checkpoint, spec.resolution) if spec.checkpoint else build_model(cfg, spec.resolution, seed=spec.seed)
+    model = cast_model(model, DTYPES[spec.dtype])
+    if cfg.family == "dim":
+        model.layout(cfg.grid(spec.resolution))  # index constants built eagerly, not traced
+    return model
+
+
+def _write_onnx(spec: ExportSpec, model: torch.nn.Module, folder: Path, log: io.TextIOBase) -> None:
+    lo, opt, hi = spec.batch
+    # torch.export specialises a dimension whose example size is 1: trace with 2 whenever the range allows.
+    x, t, y = example_inputs(model.cfg, opt if opt > 1 else min(2, hi), spec.resolution)
+    x = x.to(DTYPES[spec.dtype])
+    batch = {0: "batch"} if hi > 1 else None
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (x, t, y), dynamo=True, opset_version=spec.opset, input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME], dynamic_shapes=(batch, batch, batch),
+            custom_translation_table={torch.ops.dimexport.selective_scan.default: scan_node.translate_selective_scan},
+        )
+        program.save(str(folder / ONNX_FILE), external_data=True)
+    if spec.scan == "portable":
+        from .portable import expand_scan_nodes
+
+        graph = onnx.load(str(folder / ONNX_FILE), load_external_data=False)
+        onnx.save(expand_scan_nodes(graph), str(folder / ONNX_FILE))  # initializers keep pointing at the .data file
+
+
+@dataclass
+class Artifact:
+    folder: Path
+    manifest: dict
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.folder / ONNX_FILE
+
+
+def read_artifact(folder: str | os.PathLike, verify_hashes: bool = True) -> Artifact:
+    """Open an artifact folder, refusing one that is incomplete, altered or written by another format."""
+    folder = Path(folder)
+    mpath = folder / "manifest.json"
+    if not mpath.is_file():
+        raise InputError(f"{folder} is not a dimexport artifact (no manifest.json); run `dimexport export` first")
+    manifest = json.loads(mpath.read_text())
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise InputError(
+            f"{folder} was written by dimexport {manifest.get('versions', {}).get('dimexport', '?')} in artifact "
+            f"format {manifest.get('format')}; this dimexport {__version__} reads format {MANIFEST_FORMAT}: "
+            f"re-export with --force"
+        )
+    for name, meta in manifest["files"].items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != meta["bytes"]:
+            raise InputError(f"artifact {folder} is incomplete: {name} is missing or truncated; re-export with --force")
+        if verify_hashes and file_sha256(path) != meta["sha256"]:
+            raise InputError(f"artifact {folder}: {name} does not match its manifest hash; re-export with --force")
+    return Artifact(folder, manifest)
+
+
+def export(
+    spec: ExportSpec, out_dir: str | os.PathLike, force: bool = False, status: Callable[[str], None] = lambda s: None
+) -> tuple[Artifact, bool]:
+    """Export (or reuse) the artifact for `spec` under out_dir/<model-id>/<key>/; returns (artifact, reused)."""
+    weights = f"sha256:{file_sha256(Path(spec.checkpoint))}" if spec.checkpoint else f"random-init:seed={spec.seed}"
+    if spec.checkpoint and not Path(spec.checkpoint).is_file():
+        raise InputError(f"checkpoint {spec.checkpoint!r} does not exist")
+    key = export_key(spec, weights)
+    folder = Path(out_dir) / spec.model_id / f"{spec.scan}-{spec.dtype}-{key[:12]}"
+    if folder.exists() and not force:
+        try:
+            return read_artifact(folder), True
+        except InputError:
+            status(f"rebuilding incomplete artifact {folder}")
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "logs").mkdir(parents=True)
+    log_path = tmp / "logs" / "export.log"
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        status(f"building {spec.model_id} ({spec.dtype})")
+        model = _build(spec)
+        status(f"exporting {spec.model_id} to ONNX ({spec.scan} scan), log: {folder / 'logs' / 'export.log'}")
+        torch_log = logging.getLogger("torch.onnx")  # torch's own handlers hold the real stderr
+        saved = torch_log.handlers[:], torch_log.propagate
+        torch_log.handlers, torch_log.propagate = [logging.StreamHandler(log)], False
+        try:
+            _write_onnx(spec, model, tmp, log)
+        except DimexportError:
+            raise
+        except Exception as exc:
+            log.write(f"\n{type(exc).__name__}: {exc}\n")
+            failed = folder.with_name(folder.name + ".failed")
+            shutil.rmtree(failed, ignore_errors=True)
+            tmp.rename(failed)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"torch.onnx.export failed for {spec.model_id}: {first[:300]} (full log: {failed / 'logs' / 'export.log'})") from exc
+        finally:
+            torch_log.handlers, torch_log.propagate = saved
+    status("checking the exported graph")
+    nodes = check_exported(tmp / ONNX_FILE, spec)
+    files = {}
+    for name in (ONNX_FILE, DATA_FILE):
+        if (tmp / name).is_file():
+            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
+    cfg = spec.config
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "key": key,
+        "spec": dataclasses.asdict(spec),
+        "weights": weights,
+        "config": cfg.to_dict(),
+        "versions": _versions(),
+        "scan_node": {"domain": scan_node.DOMAIN, "op_type": scan_node.OP_TYPE, "plugin_version": scan_node.PLUGIN_VERSION,
+                      "plugin_namespace": scan_node.PLUGIN_NAMESPACE, "count": nodes},
+        "inputs": {
+            "x": {"shape": ["batch", *cfg.input_shape(1, spec.resolution)[1:]], "dtype": spec.dtype},
+            "t": {"shape": ["batch"], "dtype": "fp32"},
+            "y": {"shape": ["batch"], "dtype": "int64"},
+        },
+        "outputs": {OUTPUT_NAME: {"shape": ["batch", cfg.out_channels, *cfg.input_shape(1, spec.resolution)[2:]], "dtype": spec.dtype}},
+        "seq_len": cfg.seq_len(spec.resolution),
+        "files": files,
+        "export_seconds": round(time.perf_counter() - started, 1),
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return Artifact(folder, manifest), False

@@ -1,0 +1,1 @@
+"""`dimexport verify`: the same seeded inputs through every backend, compared with PyTorch."""

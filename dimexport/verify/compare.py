@@ -1,0 +1,141 @@
+"""Parity metrics, per-dtype tolerances and the verify driver (Polygraphy-compatible inputs/outputs)."""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..export.exporter import OUTPUT_NAME, Artifact, read_artifact
+from .backends import BACKENDS
+
+# Defaults per artifact dtype: norm-wise relative error, and the elementwise |a-b| <= atol + rtol*|b| check.
+TOLERANCES = {
+    "fp32": {"rel_l2": 1e-4, "atol": 1e-3, "rtol": 1e-3},
+    "fp16": {"rel_l2": 1e-2, "atol": 5e-2, "rtol": 5e-2},
+    "bf16": {"rel_l2": 3e-2, "atol": 1e-1, "rtol": 1e-1},
+}
+
+
+@dataclass
+class Comparison:
+    output: str
+    backend: str
+    reference: str
+    max_abs: float
+    max_rel: float
+    rel_l2: float
+    cosine: float
+    psnr_db: float
+    nonfinite: int
+    passed: bool
+
+
+def compare(out: np.ndarray, ref: np.ndarray, tol: dict[str, float], names: tuple[str, str, str]) -> Comparison:
+    a, b = out.astype(np.float64), ref.astype(np.float64)
+    diff = np.abs(a - b)
+    nonfinite = int((~np.isfinite(a)).sum())
+    rel_l2 = float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+    cosine = float((a * b).sum() / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+    rmse = float(np.sqrt((diff**2).mean()))
+    peak = float(b.max() - b.min())
+    psnr = math.inf if rmse == 0 else 20 * math.log10(max(peak, 1e-30) / rmse)
+    elementwise = bool((diff <= tol["atol"] + tol["rtol"] * np.abs(b)).all())
+    passed = nonfinite == 0 and rel_l2 <= tol["rel_l2"] and elementwise
+    return Comparison(*names, float(diff.max()), float((diff / (np.abs(b) + 1e-6)).max()), rel_l2, cosine, psnr, nonfinite, passed)
+
+
+def parse_tolerance(values: tuple[str, ...], name: str) -> dict[str, float]:
+    """'--atol 1e-3' or '--atol out:1e-3' -> {output_or_'*': value}."""
+    parsed = {}
+    for v in values:
+        out, _, num = v.rpartition(":")
+        try:
+            parsed[out or "*"] = float(num)
+        except ValueError:
+            raise InputError(f"--{name} {v!r} must be X or OUTPUT:X with X a number") from None
+    return parsed
+
+
+def make_inputs(artifact: Artifact, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded latents, timesteps spread over 1..999 and labels that include the null (CFG) label."""
+    m = artifact.manifest
+    lo, opt, hi = m["spec"]["batch"]
+    batch = min(hi, max(opt, 2))
+    rng = np.random.default_rng(seed)
+    shape = [batch, *m["inputs"]["x"]["shape"][1:]]
+    x = rng.standard_normal(shape).astype(np.float16 if m["spec"]["dtype"] == "fp16" else np.float32)
+    t = np.linspace(1, 999, batch).astype(np.float32)
+    classes = m["config"]["num_classes"]
+    y = (np.arange(batch) * 7 % max(classes, 1)).astype(np.int64)
+    y[-1] = classes  # the null label
+    return {"x": x, "t": t, "y": y}
+
+
+def polygraphy_command(artifact: Artifact, io_dir: Path, tol: dict[str, float]) -> str:
+    runner = "--onnxrt" if artifact.manifest["spec"]["scan"] == "portable" else "--trt --plugins <libdimexport_trt_plugin.so>"
+    return (
+        f"polygraphy run {shlex.quote(str(artifact.onnx_path))} {runner} "
+        f"--load-inputs {shlex.quote(str(io_dir / 'inputs.json'))} "
+        f"--load-outputs {shlex.quote(str(io_dir / 'outputs_torch.json'))} --atol {tol['atol']} --rtol {tol['rtol']}"
+    )
+
+
+def verify(
+    folder: str | Path,
+    backends: list[str],
+    atol: dict[str, float] | None = None,
+    rtol: dict[str, float] | None = None,
+    save_io: str | Path | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
+    """Run every backend on the same inputs; compare each with PyTorch. Returns the JSON-able report."""
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        raise InputError(f"--backends must list some of {', '.join(BACKENDS)}; got {','.join(backends) or 'nothing'}")
+    artifact = read_artifact(folder)
+    dtype = artifact.manifest["spec"]["dtype"]
+    tol = dict(TOLERANCES[dtype])
+    for key, given in (("atol", atol or {}), ("rtol", rtol or {})):
+        tol[key] = given.get(OUTPUT_NAME, given.get("*", tol[key]))
+    feeds = make_inputs(artifact, seed)
+    outputs = {"torch": BACKENDS["torch"](artifact, feeds, device)}
+    for name in backends:
+        if name != "torch":
+            outputs[name] = BACKENDS[name](artifact, feeds)
+    rows = [compare(outputs[n], outputs["torch"], tol, (OUTPUT_NAME, n, "torch")) for n in outputs if n != "torch"]
+    report = {
+        "artifact": str(artifact.folder),
+        "model": artifact.manifest["spec"]["model_id"],
+        "dtype": dtype,
+        "scan": artifact.manifest["spec"]["scan"],
+        "inputs": {k: list(v.shape) for k, v in feeds.items()},
+        "tolerances": tol,
+        "comparisons": [asdict(r) for r in rows],
+        "passed": all(r.passed for r in rows),
+    }
+    if save_io:
+        report["polygraphy"] = _save_io(Path(save_io), feeds, outputs, artifact, tol)
+    return report
+
+
+def _save_io(io_dir: Path, feeds: dict, outputs: dict, artifact: Artifact, tol: dict) -> str:
+    """Inputs and every backend's outputs in Polygraphy's JSON formats, plus the command that reproduces the check."""
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.ERROR  # keep stdout clean for --json
+    from polygraphy.comparator import IterationResult, RunResults
+    from polygraphy.json import save_json
+
+    io_dir.mkdir(parents=True, exist_ok=True)
+    save_json([feeds], str(io_dir / "inputs.json"))
+    for name, out in outputs.items():
+        results = RunResults()
+        results.append((name, [IterationResult({OUTPUT_NAME: out}, runner_name=name)]))
+        results.save(str(io_dir / f"outputs_{name}.json"))
+    return polygraphy_command(artifact, io_dir, tol)
