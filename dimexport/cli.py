@@ -206,8 +206,10 @@ def export_cmd(model_id, checkpoint, random_init, seed, resolution, batch, dtype
         click.echo(json.dumps({"artifact": str(artifact.folder), "reused": reused, "manifest": m}, indent=2))
         return
     console.print(f"{'reused' if reused else 'exported'} [bold]{artifact.folder}[/]")
+    scans = m["scan_node"]
+    form = f"{scans['count']} {scans['op_type']} nodes" if scans["count"] else f"{scans['scans']} scans as standard-op Loops"
     console.print(
-        f"  {m['scan_node']['count']} {m['scan_node']['op_type']} nodes, L={m['seq_len']}, dtype {m['spec']['dtype']}, "
+        f"  {form}, L={m['seq_len']}, dtype {m['spec']['dtype']}, opset {m['spec']['opset']}, "
         f"{sum(f['bytes'] for f in m['files'].values()) / 2**20:.1f} MiB, export {m['export_seconds']} s"
     )
 

@@ -270,7 +270,8 @@ def export(
         "config": cfg.to_dict(),
         "versions": _versions(),
         "scan_node": {"domain": scan_node.DOMAIN, "op_type": scan_node.OP_TYPE, "plugin_version": scan_node.PLUGIN_VERSION,
-                      "plugin_namespace": scan_node.PLUGIN_NAMESPACE, "count": nodes},
+                      "plugin_namespace": scan_node.PLUGIN_NAMESPACE, "count": nodes,
+                      "scans": spec.expected_scan_nodes()},
         "inputs": {
             "x": {"shape": ["batch", *cfg.input_shape(1, spec.resolution)[1:]], "dtype": spec.dtype},
             "t": {"shape": ["batch"], "dtype": "fp32"},
