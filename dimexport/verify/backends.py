@@ -114,7 +114,15 @@ def _ort_model_path(artifact: Artifact) -> Path:
     return path
 
 
-def run_ort(artifact: Artifact, feeds: dict[str, np.ndarray], providers: list[str] | None = None) -> np.ndarray:
+def ort_providers(artifact: Artifact) -> list[str]:
+    """CUDA EP (onnxruntime-gpu) for the portable graph when present; the Python scan op runs on the CPU only."""
+    import onnxruntime as ort
+
+    gpu = "CUDAExecutionProvider" in ort.get_available_providers() and artifact.manifest["spec"]["scan"] == "portable"
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
+
+
+def run_ort(artifact: Artifact, feeds: dict[str, np.ndarray]) -> np.ndarray:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -125,7 +133,7 @@ def run_ort(artifact: Artifact, feeds: dict[str, np.ndarray], providers: list[st
 
         options.register_custom_ops_library(get_library_path())
     try:
-        session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=ort_providers(artifact))
         (out,) = session.run([OUTPUT_NAME], feeds)
     except Exception as exc:  # ORT raises its own pybind types
         raise DimexportError(f"ONNX Runtime could not run {path}: {str(exc).strip()[:500]}") from exc
