@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One call on the GPU machine (issue 4): environment, GPU tests of the scan kernel, benchmark.
+# Usage (repo root, e.g. through the device `run` tool):  bash bench/run_device.sh [tests,quicktests,bench,profile|all]
+# Library: dimexport/lib/libdimexport_scan.so if it loads (carried, built here with the documented cmake
+# command), else it is built now for sm_90. Benchmark variants: every .dev/libs/<name>/libdimexport_scan.so
+# is timed beside the default. Logs and results go to $OUT (default ./out).
+set -o pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD"
+OUT="${OUT:-$PWD/out}"
+mkdir -p "$OUT"
+MODE="${1:-all}"
+[ "$MODE" = all ] && MODE=tests,bench
+want() { [[ ",$MODE," == *",$1,"* ]]; }
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
+  nvcc --version | tail -2
+} 2>&1 | tee "$OUT/env.txt"
+
+if ! python3 -c 'from dimexport.ops import _native; _native.load()' 2>/dev/null; then
+  echo "building libdimexport_scan.so for sm_90" | tee -a "$OUT/env.txt"
+  cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null && cmake --build build -j && cmake --install build --prefix . \
+    2>&1 | tail -3 | tee -a "$OUT/env.txt" || exit 1
+fi
+
+status=0
+if want quicktests; then  # every kernel, strided layouts, edge lengths; not the 1000 random configurations
+  timeout 240 python3 -m pytest -m gpu -q --maxfail=10 -p no:cacheprovider tests/test_scan_kernel_gpu.py \
+    -k "not random_config and not large_offsets" 2>&1 | tee "$OUT/tests.log" | tail -15
+  status=$?
+fi
+if want tests; then
+  DIMEX_SCAN_TEST_REPORT="$OUT/test_errors.json" timeout 480 python3 -m pytest -m gpu -q --maxfail=30 \
+    -p no:cacheprovider tests/test_scan_kernel_gpu.py 2>&1 | tee "$OUT/tests.log" | tail -25
+  status=$?
+fi
+if want profile; then  # Nsight Compute: stall reasons and pipe use of one launch per configuration
+  for cfg in "8 3072 1230 0" "32 3072 366 4"; do
+    set -- $cfg
+    ncu --clock-control none -k regex:scan_fwd --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+      --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section Occupancy \
+      --section InstructionStats --print-details all \
+      python3 bench/profile_scan.py --batch $1 --dim $2 --seqlen $3 --split $4
+    ncu --clock-control none -k regex:scan_fwd --launch-skip 2 --launch-count 1 --metrics \
+      smsp__inst_executed.sum,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active,sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active \
+      python3 bench/profile_scan.py --batch $1 --dim $2 --seqlen $3 --split $4
+  done >"$OUT/ncu.txt" 2>&1
+  grep -E "Duration|Issue Slots Busy|Warp Cycles Per Issued|Achieved Occupancy|Stall|stall|pipe_xu|inst_executed.sum|bank_conflicts" \
+    "$OUT/ncu.txt" | head -60
+fi
+if want bench; then
+  variants=(--variant "default=dimexport/lib/libdimexport_scan.so")
+  for lib in .dev/libs/*/libdimexport_scan.so; do
+    [ -f "$lib" ] && variants+=(--variant "$(basename "$(dirname "$lib")")=$lib")
+  done
+  python3 bench/scan.py "${variants[@]}" --json "$OUT/scan_h100.json" --md "$OUT/scan_h100.md" \
+    2>"$OUT/bench.log" | tail -45 || status=1
+fi
+exit $status

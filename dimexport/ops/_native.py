@@ -1,0 +1,200 @@
+"""ctypes binding of libdimexport_scan.so, the fused CUDA selective-scan kernel (plugins_trt/src).
+
+The same library is linked by the TensorRT plugin, so the PyTorch op and the engine run one kernel.
+Build it with ``cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build -j &&
+cmake --install build --prefix .`` (this places ``dimexport/lib/libdimexport_scan.so``), or point
+``DIMEXPORT_SCAN_LIB`` at a built copy. Without the library, CUDA tensors fall back to the pure-torch
+reference.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import pathlib
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..errors import EnvironmentProblem
+
+ABI_VERSION = 1
+ENV_VAR = "DIMEXPORT_SCAN_LIB"
+_LIB_NAME = "libdimexport_scan.so"
+_BUILD_HINT = (
+    "build it with `cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build -j && "
+    "cmake --install build --prefix .` in the dimexport checkout, or set "
+    f"{ENV_VAR} to a libdimexport_scan.so built from the same source"
+)
+_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+class ScanParams(ctypes.Structure):
+    """Mirror of dimex_scan_params (plugins_trt/include/dimexport_scan.h); field order is the ABI."""
+
+    _fields_ = [
+        ("batch", ctypes.c_int64),
+        ("dim", ctypes.c_int64),
+        ("seqlen", ctypes.c_int64),
+        ("dstate", ctypes.c_int64),
+        ("ngroups", ctypes.c_int64),
+        ("dtype", ctypes.c_int),
+        ("u", ctypes.c_void_p),
+        ("u_stride", ctypes.c_int64 * 3),
+        ("delta", ctypes.c_void_p),
+        ("delta_stride", ctypes.c_int64 * 3),
+        ("A", ctypes.c_void_p),
+        ("B", ctypes.c_void_p),
+        ("B_stride", ctypes.c_int64 * 4),
+        ("C", ctypes.c_void_p),
+        ("C_stride", ctypes.c_int64 * 4),
+        ("D", ctypes.c_void_p),
+        ("z", ctypes.c_void_p),
+        ("z_stride", ctypes.c_int64 * 3),
+        ("delta_bias", ctypes.c_void_p),
+        ("out", ctypes.c_void_p),
+        ("out_stride", ctypes.c_int64 * 3),
+        ("delta_softplus", ctypes.c_int32),
+        ("reverse", ctypes.c_int32),
+    ]
+
+
+def library_path() -> Optional[pathlib.Path]:
+    """Where the library is: $DIMEXPORT_SCAN_LIB if set, else dimexport/lib/ next to the package."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        path = pathlib.Path(env)
+        return path if path.is_file() else None
+    path = pathlib.Path(__file__).resolve().parent.parent / "lib" / _LIB_NAME
+    return path if path.is_file() else None
+
+
+@functools.lru_cache(maxsize=None)
+def load() -> ctypes.CDLL:
+    """Load the library once and check its ABI version, so a stale build fails loudly, not wrongly."""
+    path = library_path()
+    if path is None:
+        where = os.environ.get(ENV_VAR) or str(pathlib.Path(__file__).resolve().parent.parent / "lib" / _LIB_NAME)
+        raise EnvironmentProblem(f"dimexport scan library not found at {where}; {_BUILD_HINT}")
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot load the dimexport scan library {path}: {exc}; {_BUILD_HINT}") from exc
+    lib.dimex_scan_abi_version.restype = ctypes.c_int
+    lib.dimex_scan_abi_version.argtypes = []
+    version = lib.dimex_scan_abi_version()
+    if version != ABI_VERSION:
+        raise EnvironmentProblem(
+            f"{path} implements scan ABI version {version}, this package needs {ABI_VERSION}; "
+            f"rebuild it from this checkout ({_BUILD_HINT})"
+        )
+    lib.dimex_selective_scan_fwd.restype = ctypes.c_int
+    lib.dimex_selective_scan_fwd.argtypes = [ctypes.POINTER(ScanParams), ctypes.c_void_p]
+    lib.dimex_status_string.restype = ctypes.c_char_p
+    lib.dimex_status_string.argtypes = [ctypes.c_int]
+    return lib
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+    """True if the native kernel can run here: the library loads and torch sees a CUDA device (cached)."""
+    if not torch.cuda.is_available() or library_path() is None:
+        return False
+    try:
+        load()
+    except EnvironmentProblem:
+        return False
+    return True
+
+
+def _strides(t: Tensor, n: int) -> "ctypes.Array[ctypes.c_int64]":
+    return (ctypes.c_int64 * n)(*t.stride())
+
+
+def _ptr(t: Optional[Tensor]) -> Optional[int]:
+    return None if t is None else t.data_ptr()
+
+
+def scan_cuda(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Optional[Tensor],
+    z: Optional[Tensor],
+    delta_bias: Optional[Tensor],
+    delta_softplus: bool,
+    reverse: bool,
+    out: Optional[Tensor] = None,
+) -> Tensor:
+    """Run the native kernel on the current stream; inputs are validated by the op, any strides work.
+
+    ``out`` (shape (B, D, L), u's dtype, any strides) is written in place when given, so that tests
+    can poison it first; otherwise a contiguous tensor is allocated.
+    """
+    lib = load()
+    batch, dim, seqlen = u.shape
+    # The ABI wants the fp32 parameters contiguous (they are tiny); sequence tensors keep their strides.
+    A, D, delta_bias = (None if t is None else t.contiguous() for t in (A, D, delta_bias))
+    if out is None:
+        out = torch.empty((batch, dim, seqlen), dtype=u.dtype, device=u.device)
+    params = ScanParams(
+        batch=batch,
+        dim=dim,
+        seqlen=seqlen,
+        dstate=A.shape[1],
+        ngroups=B.shape[1],
+        dtype=_DTYPES[u.dtype],
+        u=_ptr(u),
+        u_stride=_strides(u, 3),
+        delta=_ptr(delta),
+        delta_stride=_strides(delta, 3),
+        A=_ptr(A),
+        B=_ptr(B),
+        B_stride=_strides(B, 4),
+        C=_ptr(C),
+        C_stride=_strides(C, 4),
+        D=_ptr(D),
+        z=_ptr(z),
+        z_stride=_strides(z, 3) if z is not None else (ctypes.c_int64 * 3)(),
+        delta_bias=_ptr(delta_bias),
+        out=_ptr(out),
+        out_stride=_strides(out, 3),
+        delta_softplus=int(bool(delta_softplus)),
+        reverse=int(bool(reverse)),
+    )
+    with torch.cuda.device(u.device):
+        stream = torch.cuda.current_stream(u.device).cuda_stream
+        status = lib.dimex_selective_scan_fwd(ctypes.byref(params), ctypes.c_void_p(stream))
+    if status != 0:
+        raise RuntimeError(f"dimex_selective_scan_fwd failed: {lib.dimex_status_string(status).decode()}")
+    return out
+
+
+def register_cuda_kernel() -> None:
+    """Make the native kernel the CUDA implementation of torch.ops.dimexport.selective_scan.
+
+    Falls back to the pure-torch reference when the library is missing, so CUDA tensors always work.
+    """
+    from .selective_scan import check_scan_inputs, selective_scan, selective_scan_reference
+
+    @selective_scan.register_kernel("cuda")
+    def _selective_scan_cuda(
+        u: Tensor,
+        delta: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Tensor,
+        D: Optional[Tensor] = None,
+        z: Optional[Tensor] = None,
+        delta_bias: Optional[Tensor] = None,
+        delta_softplus: bool = True,
+        reverse: bool = False,
+    ) -> Tensor:
+        check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+        if available():
+            return scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)

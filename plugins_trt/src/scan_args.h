@@ -1,0 +1,44 @@
+// Host/device interface between the C ABI (selective_scan.cu) and the kernel instantiations
+// (scan_f32.cu, scan_f16.cu, scan_bf16.cu; one file per dtype so that they compile in parallel).
+#pragma once
+
+#include <cstdint>
+
+namespace dimex {
+
+// Launch-time description of one scan, built on the host from dimex_scan_params.
+struct ScanArgs {
+  const void* u;
+  const void* delta;
+  const void* z;
+  void* out;
+  const void* Bm;
+  const void* Cm;
+  const float* A;
+  const float* Dp;
+  const float* bias;
+  int64_t su[3], sdl[3], sz[3], so[3];  // (b, d, l) element strides
+  int64_t sB[4], sC[4];                 // (b, g, n, l) element strides
+  int L, Dg, G, N, nblk;                // N: the real dstate (<= the compiled one); nblk: CTAs per group
+  // Width in bytes (4, 8, 16) of the vector path along the token dimension, or 0 for the element path.
+  int wU, wDl, wZ, wO, wB, wC;
+  // B/C element path: 1 if the token stride is the smaller one (threads then walk tokens, else states).
+  int tfB, tfC;
+  int softplus, has_z;
+};
+
+using KernelFn = void (*)(ScanArgs);
+
+// One compiled configuration: forward and reverse kernels, dynamic shared memory, channels per CTA.
+struct KernelInfo {
+  KernelFn fwd, rev;
+  int smem;
+  int dc;
+};
+
+// The kernels for NS states per lane and S lanes per channel (N = NS * S), or all-null if not compiled.
+KernelInfo kernel_info_f32(int ns, int s);
+KernelInfo kernel_info_f16(int ns, int s);
+KernelInfo kernel_info_bf16(int ns, int s);
+
+}  // namespace dimex

@@ -1,0 +1,268 @@
+// Host side of the fused selective-scan forward: the C ABI of include/dimexport_scan.h.
+// One object serves the PyTorch op (through ctypes) and the TensorRT plugin (linked later).
+// Enqueue only: no allocation and no synchronisation, so a call can be captured in a CUDA graph once
+// the library has been called outside capture at least once (CUDA runtime initialisation).
+#include "dimexport_scan.h"
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <climits>
+#include <cstdint>
+#include <cstdlib>
+
+#include "scan_args.h"
+
+#define DIMEX_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace dimex {
+namespace {
+
+constexpr int kMaxDevices = 64;
+
+// One compiled configuration: NS states per lane, S lanes per channel (N = NS * S).
+struct Config {
+  int ns, s;
+};
+
+// Candidates per padded dstate, in order of increasing lanes per channel (compiled in scan_instances.cuh).
+constexpr Config kCfg16[] = {{16, 1}, {8, 2}, {4, 4}, {2, 8}, {1, 16}};
+constexpr Config kCfg32[] = {{16, 2}, {4, 8}};
+constexpr Config kCfg64[] = {{16, 4}, {4, 16}};
+
+// Relative cost per element of splitting a channel over S lanes (shuffles, broadcast reads, B/C
+// conversion shared by fewer channels), fitted to the forced-split sweep on the H100 (KERNEL_NOTES.md).
+double split_cost(int s) {
+  switch (s) {
+    case 1: return 1.00;
+    case 2: return 1.00;
+    case 4: return 1.03;
+    case 8: return 1.25;
+    default: return 1.30;
+  }
+}
+
+// Resident warps an SM needs to reach its throughput (same fit).
+constexpr double kSaturatingWarps = 14.0;
+
+KernelInfo kernel_info(dimex_dtype dt, Config c) {
+  switch (dt) {
+    case DIMEX_FLOAT32: return kernel_info_f32(c.ns, c.s);
+    case DIMEX_FLOAT16: return kernel_info_f16(c.ns, c.s);
+    default: return kernel_info_bf16(c.ns, c.s);
+  }
+}
+
+// Per-device facts, read once: SM count, and per kernel whether the dynamic shared-memory limit has
+// been raised and how many CTAs fit on an SM. Host-side queries only (no stream work), so safe in capture.
+struct DeviceCache {
+  std::atomic<int> sms{0};
+};
+DeviceCache g_dev[kMaxDevices];
+
+int sm_count(int dev) {
+  int v = g_dev[dev].sms.load(std::memory_order_relaxed);
+  if (v == 0) {
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0) v = 1;
+    g_dev[dev].sms.store(v, std::memory_order_relaxed);
+  }
+  return v;
+}
+
+// Occupancy (CTAs per SM) of one kernel on one device; raises its dynamic shared-memory limit first.
+// Cached in a small open-addressing table keyed by (kernel, device); a lost race only repeats the query.
+struct OccSlot {
+  std::atomic<const void*> fn{nullptr};
+  std::atomic<int> dev{-1};
+  std::atomic<int> occ{0};
+};
+constexpr int kOccSlots = 1024;
+OccSlot g_occ[kOccSlots];
+
+int occupancy(KernelFn fn, int smem, int dev) {
+  const uintptr_t key = reinterpret_cast<uintptr_t>(fn) ^ (static_cast<uintptr_t>(dev) * 0x9e3779b97f4a7c15ull);
+  int idx = static_cast<int>((key >> 4) % kOccSlots);
+  for (int probe = 0; probe < kOccSlots; ++probe, idx = (idx + 1) % kOccSlots) {
+    OccSlot& sl = g_occ[idx];
+    const void* f = sl.fn.load(std::memory_order_acquire);
+    if (f == reinterpret_cast<const void*>(fn) && sl.dev.load(std::memory_order_acquire) == dev) {
+      const int o = sl.occ.load(std::memory_order_acquire);
+      if (o > 0) return o;
+      break;
+    }
+    if (f == nullptr) break;
+  }
+  if (cudaFuncSetAttribute(reinterpret_cast<const void*>(fn), cudaFuncAttributeMaxDynamicSharedMemorySize, smem) !=
+      cudaSuccess)
+    return 0;
+  int occ = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, reinterpret_cast<const void*>(fn), 128, smem) !=
+      cudaSuccess)
+    return 0;
+  idx = static_cast<int>((key >> 4) % kOccSlots);
+  for (int probe = 0; probe < kOccSlots; ++probe, idx = (idx + 1) % kOccSlots) {
+    OccSlot& sl = g_occ[idx];
+    const void* expected = nullptr;
+    if (sl.fn.compare_exchange_strong(expected, reinterpret_cast<const void*>(fn))) {
+      sl.dev.store(dev, std::memory_order_release);
+      sl.occ.store(occ, std::memory_order_release);
+      break;
+    }
+    if (expected == reinterpret_cast<const void*>(fn) && sl.dev.load(std::memory_order_acquire) == dev) break;
+  }
+  return occ;
+}
+
+// Estimated time (arbitrary units) of one configuration: CTAs are whole channel groups that run for
+// the full sequence, so the busiest SM decides; an SM needs kSaturatingWarps resident warps to reach
+// its throughput, and a last, partial wave of CTAs runs at the rate of its own warps.
+double estimate(int64_t ctas, int occ, int sms, int dc, double cost) {
+  auto rate = [](double warps) { return warps >= kSaturatingWarps ? 1.0 : warps / kSaturatingWarps; };
+  const int64_t slots = static_cast<int64_t>(occ) * sms;
+  const double per_cta = dc * cost;
+  if (ctas <= slots) {
+    const int64_t per_sm = (ctas + sms - 1) / sms;
+    return per_sm * per_cta / rate(4.0 * per_sm);
+  }
+  const int64_t full = ctas / slots, rem = ctas % slots;
+  double t = full * occ * per_cta / rate(4.0 * occ);
+  if (rem > 0) {
+    const int64_t per_sm = (rem + sms - 1) / sms;
+    t += per_sm * per_cta / rate(4.0 * per_sm);
+  }
+  return t;
+}
+
+int elem_size(dimex_dtype dt) { return dt == DIMEX_FLOAT32 ? 4 : 2; }
+
+// Widest vector (bytes, <= 16) for copies along a contiguous token dimension, or 0 if the token
+// dimension is strided or rows are not even 4-byte aligned (then the element path is used).
+int vec_width(const void* ptr, const int64_t* s, int nlead, int64_t stok, int es) {
+  if (stok != 1) return 0;
+  int w = 16;
+  while (w >= 4) {
+    bool ok = reinterpret_cast<uintptr_t>(ptr) % w == 0;
+    for (int k = 0; k < nlead; ++k) ok = ok && (s[k] * es) % w == 0;
+    if (ok) return w;
+    w /= 2;
+  }
+  return 0;
+}
+
+// Which configuration to run: the environment variable DIMEX_SCAN_FORCE_SPLIT (lanes per channel)
+// overrides the estimate; it exists for benchmarking and tests.
+int forced_split() {
+  const char* e = std::getenv("DIMEX_SCAN_FORCE_SPLIT");
+  return e ? std::atoi(e) : 0;
+}
+
+}  // namespace
+}  // namespace dimex
+
+DIMEX_EXPORT int dimex_scan_abi_version(void) { return DIMEX_SCAN_ABI_VERSION; }
+
+DIMEX_EXPORT const char* dimex_status_string(int status) {
+  switch (status) {
+    case DIMEX_OK: return "ok";
+    case DIMEX_ERR_INVALID_ARGUMENT:
+      return "invalid argument (null pointer, non-positive size, or ngroups not dividing dim)";
+    case DIMEX_ERR_UNSUPPORTED: return "unsupported (dstate > 64 or unknown dtype)";
+    case DIMEX_ERR_CUDA: return "CUDA launch error (see cudaGetLastError)";
+    default: return "unknown dimex status";
+  }
+}
+
+DIMEX_EXPORT int dimex_selective_scan_fwd(const dimex_scan_params* p, cudaStream_t stream) {
+  using namespace dimex;
+  if (p == nullptr) return DIMEX_ERR_INVALID_ARGUMENT;
+  if (p->batch <= 0 || p->dim <= 0 || p->seqlen <= 0 || p->dstate <= 0 || p->ngroups <= 0)
+    return DIMEX_ERR_INVALID_ARGUMENT;
+  if (p->dim % p->ngroups != 0) return DIMEX_ERR_INVALID_ARGUMENT;
+  if (!p->u || !p->delta || !p->A || !p->B || !p->C || !p->out) return DIMEX_ERR_INVALID_ARGUMENT;
+  if (p->dstate > 64) return DIMEX_ERR_UNSUPPORTED;
+  if (p->dtype != DIMEX_FLOAT32 && p->dtype != DIMEX_FLOAT16 && p->dtype != DIMEX_BFLOAT16)
+    return DIMEX_ERR_UNSUPPORTED;
+  if (p->seqlen > INT_MAX / 2 || p->dim > INT_MAX / 2) return DIMEX_ERR_INVALID_ARGUMENT;
+
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return DIMEX_ERR_CUDA;
+  const int sms = sm_count(dev);
+
+  const int es = elem_size(p->dtype);
+  const int dg = static_cast<int>(p->dim / p->ngroups);
+  const int ncap = p->dstate <= 16 ? 16 : p->dstate <= 32 ? 32 : 64;
+  const Config* cands = ncap == 16 ? kCfg16 : ncap == 32 ? kCfg32 : kCfg64;
+  const int ncand = ncap == 16 ? 5 : 2;
+
+  KernelInfo best{nullptr, nullptr, 0, 0};
+  auto choose = [&](int force) {
+    double best_t = 0.0;
+    for (int i = 0; i < ncand; ++i) {
+      if (force > 0 && cands[i].s != force) continue;
+      const KernelInfo ki = kernel_info(p->dtype, cands[i]);
+      if (!ki.fwd) continue;
+      const int occ = occupancy(ki.fwd, ki.smem, dev);
+      if (occ <= 0) continue;
+      const int64_t nblk = (dg + ki.dc - 1) / ki.dc;
+      const int64_t ctas = p->batch * p->ngroups * nblk;
+      if (ctas > INT_MAX) continue;
+      const double t = estimate(ctas, occ, sms, ki.dc, split_cost(cands[i].s));
+      if (!best.fwd || t < best_t) {
+        best = ki;
+        best_t = t;
+      }
+    }
+  };
+  // A forced split that is not compiled for this dstate falls back to the estimate.
+  const int force = forced_split();
+  if (force > 0) choose(force);
+  if (!best.fwd) choose(0);
+  if (!best.fwd) return DIMEX_ERR_CUDA;
+
+  ScanArgs a{};
+  a.u = p->u;
+  a.delta = p->delta;
+  a.z = p->z;
+  a.out = p->out;
+  a.Bm = p->B;
+  a.Cm = p->C;
+  a.A = p->A;
+  a.Dp = p->D;
+  a.bias = p->delta_bias;
+  for (int k = 0; k < 3; ++k) {
+    a.su[k] = p->u_stride[k];
+    a.sdl[k] = p->delta_stride[k];
+    a.sz[k] = p->z ? p->z_stride[k] : 0;
+    a.so[k] = p->out_stride[k];
+  }
+  for (int k = 0; k < 4; ++k) {
+    a.sB[k] = p->B_stride[k];
+    a.sC[k] = p->C_stride[k];
+  }
+  a.L = static_cast<int>(p->seqlen);
+  a.Dg = dg;
+  a.G = static_cast<int>(p->ngroups);
+  a.N = static_cast<int>(p->dstate);
+  a.nblk = (dg + best.dc - 1) / best.dc;
+  a.wU = vec_width(p->u, p->u_stride, 2, p->u_stride[2], es);
+  a.wDl = vec_width(p->delta, p->delta_stride, 2, p->delta_stride[2], es);
+  a.wZ = p->z ? vec_width(p->z, p->z_stride, 2, p->z_stride[2], es) : 0;
+  a.wO = vec_width(p->out, p->out_stride, 2, p->out_stride[2], es);
+  a.wB = vec_width(p->B, p->B_stride, 3, p->B_stride[3], es);
+  a.wC = vec_width(p->C, p->C_stride, 3, p->C_stride[3], es);
+  a.tfB = p->B_stride[3] <= p->B_stride[2];
+  a.tfC = p->C_stride[3] <= p->C_stride[2];
+  a.softplus = p->delta_softplus != 0;
+  a.has_z = p->z != nullptr;
+
+  const int64_t ctas = p->batch * p->ngroups * a.nblk;
+  KernelFn fn = p->reverse ? best.rev : best.fwd;
+  if (p->reverse && occupancy(fn, best.smem, dev) <= 0) return DIMEX_ERR_CUDA;
+  (void)cudaGetLastError();  // drop stale, non-sticky errors of the queries above
+  void* kargs[] = {&a};
+  if (cudaLaunchKernel(reinterpret_cast<const void*>(fn), dim3(static_cast<unsigned>(ctas)), dim3(128), kargs,
+                       static_cast<size_t>(best.smem), stream) != cudaSuccess)
+    return DIMEX_ERR_CUDA;
+  // Peek, not Get: the cause stays readable through cudaGetLastError(), as the header promises.
+  return cudaPeekAtLastError() == cudaSuccess ? DIMEX_OK : DIMEX_ERR_CUDA;
+}
