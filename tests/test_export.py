@@ -136,6 +136,8 @@ def test_export_cli_errors(tmp_path):
     assert res.exit_code == 2 and "dim-tiny: resolution 120 is not a multiple of 16" in res.output
     res = run("--model", "dim-tiny", "--batch", "4:2:8")
     assert res.exit_code == 2 and "--batch must be min:opt:max with 1 <= min <= opt <= max, got 4:2:8" in res.output
+    res = run("--model", "dim-tiny", "--checkpoint", str(tmp_path / "nnet_ema.pth"))
+    assert res.exit_code == 2 and "nnet_ema.pth' does not exist or is not a file" in res.output
     bad = tmp_path / "dis.pt"
     import torch
 
@@ -173,3 +175,12 @@ def test_bf16_on_ort_is_refused_clearly(tmp_path):
     assert res.exit_code == 2 and "ONNX Runtime's CPU kernels and its Python ops have no bfloat16" in res.output
     res = CliRunner().invoke(main, ["verify", str(art.folder), "--backends", "torch,trt"])
     assert res.exit_code == 4 and "the trt backend needs" in res.output
+
+
+def test_failed_check_keeps_files_and_names_the_problem(tmp_path, monkeypatch):
+    """A post-export check failure exits 5, keeps the files in <key>.failed and leaves no cache entry."""
+    monkeypatch.setattr(ExportSpec, "expected_scan_nodes", lambda self: 99)
+    res = CliRunner().invoke(main, ["export", "--model", "dim-tiny", "-o", str(tmp_path)])
+    assert res.exit_code == 5 and "expected 99 DimSelectiveScan nodes for dim-tiny, found 5" in res.output
+    (failed,) = (tmp_path / "dim-tiny").iterdir()
+    assert failed.name.endswith(".failed") and (failed / "model.onnx").is_file()

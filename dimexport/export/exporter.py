@@ -216,13 +216,21 @@ def read_artifact(folder: str | os.PathLike, verify_hashes: bool = True) -> Arti
     return Artifact(folder, manifest)
 
 
+def _keep_failed(tmp: Path, folder: Path) -> Path:
+    """Move a failed export to `<folder>.failed` for inspection; the cache key folder stays absent."""
+    failed = folder.with_name(folder.name + ".failed")
+    shutil.rmtree(failed, ignore_errors=True)
+    tmp.rename(failed)
+    return failed
+
+
 def export(
     spec: ExportSpec, out_dir: str | os.PathLike, force: bool = False, status: Callable[[str], None] = lambda s: None
 ) -> tuple[Artifact, bool]:
     """Export (or reuse) the artifact for `spec` under out_dir/<model-id>/<key>/; returns (artifact, reused)."""
-    weights = f"sha256:{file_sha256(Path(spec.checkpoint))}" if spec.checkpoint else f"random-init:seed={spec.seed}"
     if spec.checkpoint and not Path(spec.checkpoint).is_file():
-        raise InputError(f"checkpoint {spec.checkpoint!r} does not exist")
+        raise InputError(f"checkpoint {spec.checkpoint!r} does not exist or is not a file")
+    weights = f"sha256:{file_sha256(Path(spec.checkpoint))}" if spec.checkpoint else f"random-init:seed={spec.seed}"
     key = export_key(spec, weights)
     folder = Path(out_dir) / spec.model_id / f"{spec.scan}-{spec.dtype}-{key[:12]}"
     if folder.exists() and not force:
@@ -248,15 +256,16 @@ def export(
             raise
         except Exception as exc:
             log.write(f"\n{type(exc).__name__}: {exc}\n")
-            failed = folder.with_name(folder.name + ".failed")
-            shutil.rmtree(failed, ignore_errors=True)
-            tmp.rename(failed)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            failed = _keep_failed(tmp, folder)
             raise ExportError(f"torch.onnx.export failed for {spec.model_id}: {first[:300]} (full log: {failed / 'logs' / 'export.log'})") from exc
         finally:
             torch_log.handlers, torch_log.propagate = saved
     status("checking the exported graph")
-    nodes = check_exported(tmp / ONNX_FILE, spec)
+    try:
+        nodes = check_exported(tmp / ONNX_FILE, spec)
+    except ExportError as exc:
+        raise ExportError(f"{exc} (files kept in {_keep_failed(tmp, folder)})") from exc
     files = {}
     for name in (ONNX_FILE, DATA_FILE):
         if (tmp / name).is_file():
