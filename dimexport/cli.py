@@ -91,7 +91,7 @@ def models(as_json: bool) -> None:
     "--require",
     default="",
     help="Comma list of components that must be present, else exit 4: gpu, tensorrt, tensorrt_rtx, "
-    "scan_library, onnxruntime_extensions, polygraphy.",
+    "scan_library, trt_plugin_library, onnxruntime_extensions, polygraphy.",
 )
 def doctor(as_json: bool, require: str) -> None:
     """Report Python, torch/CUDA, ONNX, ONNX Runtime providers, TensorRT, the scan library and the GPU."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
 import platform
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -70,14 +72,33 @@ def probe() -> Report:
     report.components.append(_module("tensorrt"))
     report.components.append(_module("tensorrt_rtx", "tensorrt-rtx-cu13"))
     report.components.append(_scan_library())
+    report.components.append(_trt_plugin_library())
     return report
 
 
+TRT_PLUGIN_ENV = "DIMEXPORT_TRT_PLUGIN_LIB"
+TRT_PLUGIN_FILE = "libdimexport_trt_plugin.so"  # the CMake install puts it in dimexport/lib/
+
+
+def trt_plugin_library_path() -> Path | None:
+    """The TensorRT plugin library: $DIMEXPORT_TRT_PLUGIN_LIB, else dimexport/lib/libdimexport_trt_plugin.so."""
+    path = Path(os.environ.get(TRT_PLUGIN_ENV) or Path(__file__).resolve().parent / "lib" / TRT_PLUGIN_FILE)
+    return path if path.is_file() else None
+
+
+def _trt_plugin_library() -> Component:
+    path = trt_plugin_library_path()
+    if path is None:
+        return Component(
+            "trt_plugin_library", False,
+            detail=f"{TRT_PLUGIN_FILE} not built (cmake with TensorRT headers; see plugins_trt/README.md) or set {TRT_PLUGIN_ENV}",
+        )
+    return Component("trt_plugin_library", True, detail=str(path))
+
+
 def _scan_library() -> Component:
-    try:
-        from .ops import _native
-    except ImportError:
-        return Component("scan_library", False, detail="this build has no native scan loader")
+    from .ops import _native
+
     path = _native.library_path()
     if path is None:
         return Component("scan_library", False, detail="libdimexport_scan.so not built (see README: Build the CUDA library)")

@@ -33,6 +33,7 @@ def test_doctor_json_and_required_components():
     assert res.exit_code == 0
     report = json.loads(res.output)
     assert report["components"]["torch"]["found"] and report["missing_required"] == []
+    assert {"scan_library", "trt_plugin_library", "tensorrt", "tensorrt_rtx", "gpu"} <= report["components"].keys()
     res = run("doctor", "--json", "--require", "tensorrt")
     if not json.loads(res.stdout)["components"]["tensorrt"]["found"]:
         assert res.exit_code == 4 and json.loads(res.stdout)["missing_required"] == ["tensorrt"]
