@@ -134,7 +134,7 @@ class DiM(nn.Module):
         self.proj_out_1 = nn.Linear(d, 2 * d)
         self.proj_out_2 = nn.Linear(d, cfg.patch**2 * cfg.out_channels)
         self.chain = pattern_chain(n, ENCODER_START)
-        self._layouts: dict[int, ScanLayout] = {}
+        self._layouts: dict[tuple[int, str], ScanLayout] = {}
         self._check_skip_alignment()
 
     def _check_skip_alignment(self) -> None:
@@ -144,10 +144,14 @@ class DiM(nn.Module):
             if self.chain[stored] != self.chain[layer - 1]:
                 raise ValueError(f"scan chain does not align skip {stored} -> {layer}")
 
-    def layout(self, grid: int) -> ScanLayout:
-        if grid not in self._layouts:
-            self._layouts[grid] = ScanLayout.build(grid, self.cfg.pad_schedule, self.chain)
-        return self._layouts[grid]
+    def layout(self, grid: int, device: torch.device | str = "cpu") -> ScanLayout:
+        """Index tensors of a grid size on `device`, built once (export calls this before tracing)."""
+        key = (grid, str(torch.device(device)))
+        if key not in self._layouts:
+            cpu = self._layouts.get((grid, "cpu")) or ScanLayout.build(grid, self.cfg.pad_schedule, self.chain)
+            self._layouts[(grid, "cpu")] = cpu
+            self._layouts[key] = cpu.to(device)
+        return self._layouts[key]
 
     def position_table(self, grid: int) -> Tensor:
         table = self.additional_embed
@@ -164,8 +168,7 @@ class DiM(nn.Module):
         batch, grid = x.shape[0], x.shape[-1] // cfg.patch
         if x.shape[-2] != x.shape[-1]:
             raise ValueError(f"{cfg.id}: DiM supports square inputs only, got {tuple(x.shape[-2:])}")
-        layout = self.layout(grid)
-        dev = x.device
+        layout = self.layout(grid, x.device)
         dtype = self.pos_embed.proj.weight.dtype
         tokens = self.pos_embed(x.to(dtype))
         t_tok = timestep_embedding(t, cfg.hidden).to(dtype)
@@ -178,7 +181,7 @@ class DiM(nn.Module):
         prefix, cells = seq[:, : self.extra_len], seq[:, self.extra_len :]
         cells = depthwise_conv2d(self.a4m_adapter.first_smoother, cells, grid)
         pads = self.a4m_adapter.pad_token.transpose(1, 2).expand(batch, DIM_PAD, -1).to(dtype)
-        padded = torch.cat([cells, pads], dim=1).index_select(1, layout.fill.to(dev))
+        padded = torch.cat([cells, pads], dim=1).index_select(1, layout.fill)
         seps = self.a4m_adapter.pad_token_dec_split.expand(batch, DIM_SEPARATORS, -1).to(dtype)
         s = torch.cat([prefix, seps, padded], dim=1).float()
 
@@ -189,12 +192,12 @@ class DiM(nn.Module):
                 s = block.merge_skip(s, skips.pop())
             order = layout.reorders[layer]
             if order is not None:
-                s = torch.cat([s[:, :lead], s[:, lead:].index_select(1, order.to(dev))], dim=1)
+                s = torch.cat([s[:, :lead], s[:, lead:].index_select(1, order)], dim=1)
             s = block(s, mod)
             if layer in self.push_layers:
                 skips.append(s)
 
-        cells = s[:, lead:].index_select(1, layout.unpad.to(dev)).to(dtype)
+        cells = s[:, lead:].index_select(1, layout.unpad).to(dtype)
         cells = depthwise_conv2d(self.a4m_adapter.last_smoother, cells, grid)
         shift, scale = self.proj_out_1(F.silu(sum(cond[1:], cond[0]))).chunk(2, dim=1)
         out = self.norm_out(cells) * (1 + scale[:, None]) + shift[:, None]

@@ -76,6 +76,10 @@ class ScanLayout:
     unpad: Tensor  # (g*g,) padded-grid cells of the grid tokens, row-major (the chain ends at H+)
     reorders: tuple[Tensor | None, ...]  # per layer: gather over the padded grid, None when unchanged
 
+    def to(self, device: torch.device | str) -> "ScanLayout":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return ScanLayout(self.grid, move(self.fill), move(self.unpad), tuple(map(move, self.reorders)))
+
     @staticmethod
     def build(grid: int, schedule: str, chain: list[int]) -> "ScanLayout":
         side = grid + DIM_PAD
