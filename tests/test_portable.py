@@ -230,3 +230,10 @@ def test_exported_model_is_portable(exported):
     assert_portable(expanded)
     loops = [n for n in expanded.graph.node if n.op_type == "Loop"]
     assert len(loops) == sum(n.op_type == scan_node.OP_TYPE for n in original.graph.node)
+
+
+def test_loops_have_an_explicit_condition():
+    """TensorRT's ONNX importer needs the Loop's condition input (it registers the body's cond from it)."""
+    model = expand_scan_nodes(scan_model(torch.float32, 1, reverse=1, has_z=1, delta_softplus=1))
+    loops = [n for n in model.graph.node if n.op_type == "Loop"]
+    assert loops and all(len(n.input) == 3 and n.input[1] for n in loops)

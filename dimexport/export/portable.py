@@ -138,7 +138,10 @@ def _expand(node: onnx.NodeProto, names: _Names, out_type: int) -> list[onnx.Nod
         outputs=[vi(cond_out, TensorProto.BOOL, []), vi(h_new, _F32, None), vi(y_t, _F32, None)],
     )
     h_last, ys = names(f"{b.prefix}__h_last"), names(f"{b.prefix}__ys")
-    b.nodes.append(helper.make_node("Loop", [trips, "", h0], [h_last, ys], name=names(f"{b.prefix}__loop"), body=graph))
+    # An explicit `true` condition: TensorRT's ONNX importer registers the body's condition input only when
+    # the Loop has one (an empty one fails with "Node input was not registered"; seen with TensorRT-RTX 1.7).
+    keep_going = b.op("Constant", [], "cond_true", value=helper.make_tensor("v", TensorProto.BOOL, [], [True]))
+    b.nodes.append(helper.make_node("Loop", [trips, keep_going, h0], [h_last, ys], name=names(f"{b.prefix}__loop"), body=graph))
 
     if attrs["reverse"]:  # stacked in scan order (t = L-1 first): flip back to token order
         flip = [b.ints([-1], "flip_start"), b.ints([_INT64_MIN], "flip_end"), b.ints([0], "flip_axis"),
