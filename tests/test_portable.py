@@ -232,8 +232,15 @@ def test_exported_model_is_portable(exported):
     assert len(loops) == sum(n.op_type == scan_node.OP_TYPE for n in original.graph.node)
 
 
-def test_loops_have_an_explicit_condition():
-    """TensorRT's ONNX importer needs the Loop's condition input (it registers the body's cond from it)."""
+def test_loops_are_trip_limited_only():
+    """TensorRT wants loops with only a trip limit, and its importer does not register the body's condition
+    input then: the body must not read it (its condition output is a constant)."""
     model = expand_scan_nodes(scan_model(torch.float32, 1, reverse=1, has_z=1, delta_softplus=1))
     loops = [n for n in model.graph.node if n.op_type == "Loop"]
-    assert loops and all(len(n.input) == 3 and n.input[1] for n in loops)
+    assert loops
+    for loop in loops:
+        assert loop.input[0] and not loop.input[1]
+        body = onnx.helper.get_attribute_value(loop.attribute[0])
+        cond_in, cond_out = body.input[1].name, body.output[0].name
+        assert all(cond_in not in n.input for n in body.node)
+        assert [n.op_type for n in body.node if cond_out in n.output] == ["Constant"]

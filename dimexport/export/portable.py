@@ -130,7 +130,10 @@ def _expand(node: onnx.NodeProto, names: _Names, out_type: int) -> list[onnx.Nod
     decay = body.op("Exp", [body.op("Mul", [step["dt"], a_grouped], "dtA")], "dA")
     h_new = body.op("Add", [body.op("Mul", [decay, h], "dAh"), body.op("Mul", [step["dtu"], step["B"]], "dBu")], "h")
     y_t = body.op("ReduceSum", [body.op("Mul", [h_new, step["C"]], "hC"), last_axis], "y", keepdims=0)
-    cond_out = body.op("Identity", [cond], "cond_out")
+    # Trip-limit-only loop (TensorRT's recommendation): the Loop has no condition input and the body's
+    # condition output is a constant, never its condition input, which TensorRT's importer leaves
+    # unregistered in that case ("Node input was not registered"; seen with TensorRT-RTX 1.7).
+    cond_out = body.op("Constant", [], "cond_out", value=helper.make_tensor("v", TensorProto.BOOL, [], [True]))
     vi = helper.make_tensor_value_info
     graph = helper.make_graph(
         body.nodes, names(body.prefix),
@@ -138,10 +141,7 @@ def _expand(node: onnx.NodeProto, names: _Names, out_type: int) -> list[onnx.Nod
         outputs=[vi(cond_out, TensorProto.BOOL, []), vi(h_new, _F32, None), vi(y_t, _F32, None)],
     )
     h_last, ys = names(f"{b.prefix}__h_last"), names(f"{b.prefix}__ys")
-    # An explicit `true` condition: TensorRT's ONNX importer registers the body's condition input only when
-    # the Loop has one (an empty one fails with "Node input was not registered"; seen with TensorRT-RTX 1.7).
-    keep_going = b.op("Constant", [], "cond_true", value=helper.make_tensor("v", TensorProto.BOOL, [], [True]))
-    b.nodes.append(helper.make_node("Loop", [trips, keep_going, h0], [h_last, ys], name=names(f"{b.prefix}__loop"), body=graph))
+    b.nodes.append(helper.make_node("Loop", [trips, "", h0], [h_last, ys], name=names(f"{b.prefix}__loop"), body=graph))
 
     if attrs["reverse"]:  # stacked in scan order (t = L-1 first): flip back to token order
         flip = [b.ints([-1], "flip_start"), b.ints([_INT64_MIN], "flip_end"), b.ints([0], "flip_axis"),
