@@ -14,9 +14,8 @@ import statistics
 import torch
 
 from dimexport.configs import get_config
-from dimexport.models import build_model, cast_model, count_parameters, example_inputs
+from dimexport.models import DTYPES, build_model, cast_model, count_parameters, example_inputs
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def time_forward(model, inputs, warmup: int, repeat: int) -> list[float]:

@@ -14,11 +14,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from scan import make_set  # noqa: E402
 
 from dimexport.ops import _native  # noqa: E402
+from dimexport.ops.testing import realistic_scan_inputs  # noqa: E402
 
 
 def main() -> None:
@@ -31,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.split:
         os.environ["DIMEX_SCAN_FORCE_SPLIT"] = str(args.split)
-    s = make_set(args.batch, args.dim, args.seqlen, 0)
+    s = realistic_scan_inputs(args.batch, args.dim, args.seqlen, dtype=torch.float16, device="cuda")
     out = torch.empty_like(s["u"])
     for _ in range(args.calls):
         _native.scan_cuda(s["u"], s["delta"], s["A"], s["B"], s["C"], s["D"], s["z"], s["delta_bias"], True, False,

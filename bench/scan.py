@@ -64,26 +64,12 @@ def floor_us(elems: int, bw: float) -> float:
     return max(elems * BYTES_PER_ELEM / bw, elems * SFU_PER_ELEM / SFU_RATE) * 1e6
 
 
-def make_set(batch: int, dim: int, seqlen: int, seed: int) -> dict:
-    """Realistic fp16 inputs (as in tests/conftest.py): dt in [1e-3, 1e-1], A = -exp(log(1..16) + noise)."""
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    rnd = lambda *s: torch.randn(*s, generator=g, device="cuda")  # noqa: E731
-    n = 16
-    dt = 1e-3 + torch.rand(batch, dim, seqlen, generator=g, device="cuda") * 0.099
-    bias = 0.5 * rnd(dim)
-    delta = (dt + torch.log(-torch.expm1(-dt)) - bias[:, None]).half()
-    a_log = torch.log(torch.arange(1, n + 1, device="cuda", dtype=torch.float32)).expand(dim, n) + 0.1 * rnd(dim, n)
-    return dict(
-        u=rnd(batch, dim, seqlen).half(), delta=delta, A=(-torch.exp(a_log)).contiguous(),
-        B=rnd(batch, 1, n, seqlen).half(), C=rnd(batch, 1, n, seqlen).half(), D=1.0 + 0.1 * rnd(dim),
-        z=rnd(batch, dim, seqlen).half(), delta_bias=bias,
-    )
-
-
 def input_sets(batch: int, dim: int, seqlen: int, l2_bytes: int) -> list[dict]:
+    from dimexport.ops.testing import realistic_scan_inputs
+
     per_set = batch * dim * seqlen * BYTES_PER_ELEM
     k = max(2, min(16, math.ceil(2 * l2_bytes / per_set)))
-    return [make_set(batch, dim, seqlen, seed) for seed in range(k)]
+    return [realistic_scan_inputs(batch, dim, seqlen, dtype=torch.float16, device="cuda", seed=seed) for seed in range(k)]
 
 
 def time_graph(fn, sets: list[dict], est_us: float, replays: int = 7) -> float:

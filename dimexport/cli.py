@@ -20,12 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .configs import DTYPE_NAMES
 from .errors import EXIT_ENVIRONMENT, DimexportError, EnvironmentProblem, InputError
 
 console = Console()
 err_console = Console(stderr=True)
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 EPILOG = "Exit codes: 0 ok, 2 usage or input error, 3 verification failed, 4 environment problem, 5 export failed."
 
 
@@ -126,7 +126,7 @@ def doctor(as_json: bool, require: str) -> None:
 @click.option("--resolution", type=int, help="Image side in pixels (default: the model's native one).")
 @click.option("--batch", default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
-@click.option("--dtype", type=click.Choice(list(DTYPES)), default="fp32", show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True)
 @click.option("--repeat", default=3, show_default=True, help="Timed forward passes (after one warm-up).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_handle_errors
@@ -135,7 +135,7 @@ def forward(model_id, checkpoint, seed, resolution, batch, device, dtype, repeat
     import torch
 
     from .configs import get_config
-    from .models import build_model, cast_model, example_inputs
+    from .models import DTYPES, build_model, cast_model, example_inputs
     from .models.checkpoint import load_checkpoint
 
     cfg = get_config(model_id)
@@ -144,7 +144,7 @@ def forward(model_id, checkpoint, seed, resolution, batch, device, dtype, repeat
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise EnvironmentProblem("--device cuda needs a CUDA GPU visible to torch; use --device cpu")
     model = load_checkpoint(cfg, checkpoint, resolution) if checkpoint else build_model(cfg, resolution, seed=seed)
-    model = cast_model(model, getattr(torch, DTYPES[dtype])).to(device)
+    model = cast_model(model, DTYPES[dtype]).to(device)
     x, t, y = example_inputs(cfg, batch, res, seed, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     if device.startswith("cuda"):
@@ -181,7 +181,7 @@ def forward(model_id, checkpoint, seed, resolution, batch, device, dtype, repeat
 @click.option("--seed", default=0, show_default=True, help="Seed of --random-init.")
 @click.option("--resolution", type=int, help="Image side in pixels; fixed per export (the scan orders depend on it).")
 @click.option("--batch", default="1:1:8", show_default=True, help="Dynamic batch min:opt:max (or N).")
-@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True,
               help="Type the graph itself carries (TensorRT 11 is strongly typed); A, D, dt bias and norm statistics stay fp32.")
 @click.option("--scan", type=click.Choice(["plugin", "portable"]), default="plugin", show_default=True,
               help="plugin: one trt.plugins::DimSelectiveScan node per scan; portable: standard ONNX ops only.")

@@ -80,10 +80,14 @@ TRT_PLUGIN_ENV = "DIMEXPORT_TRT_PLUGIN_LIB"
 TRT_PLUGIN_FILE = "libdimexport_trt_plugin.so"  # the CMake install puts it in dimexport/lib/
 
 
-def trt_plugin_library_path() -> Path | None:
-    """The TensorRT plugin library: $DIMEXPORT_TRT_PLUGIN_LIB, else dimexport/lib/libdimexport_trt_plugin.so."""
-    path = Path(os.environ.get(TRT_PLUGIN_ENV) or Path(__file__).resolve().parent / "lib" / TRT_PLUGIN_FILE)
+def native_library(env_var: str, filename: str) -> Path | None:
+    """A built native library: $env_var if set, else dimexport/lib/<filename> (where `cmake --install` puts it)."""
+    path = Path(os.environ.get(env_var) or Path(__file__).resolve().parent / "lib" / filename)
     return path if path.is_file() else None
+
+
+def trt_plugin_library_path() -> Path | None:
+    return native_library(TRT_PLUGIN_ENV, TRT_PLUGIN_FILE)
 
 
 def _trt_plugin_library() -> Component:

@@ -26,13 +26,12 @@ import torch
 from .. import __version__
 from ..configs import ModelConfig, get_config
 from ..errors import DimexportError, InputError
-from ..models import build_model, cast_model, example_inputs
+from ..models import DTYPES, build_model, cast_model, example_inputs
 from ..models.checkpoint import load_checkpoint
 from . import scan_node
 
 MANIFEST_FORMAT = 1
 EXIT_EXPORT_FAILED = 5
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ONNX_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 INPUT_NAMES = ("x", "t", "y")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..configs import ModelConfig, get_config
+from ..configs import DTYPE_NAMES, ModelConfig, get_config
 from .dim import DiM
 from .dis import DiS
 
@@ -32,6 +32,8 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+DTYPES: dict[str, torch.dtype] = dict(zip(DTYPE_NAMES, (torch.float32, torch.float16, torch.bfloat16)))
+
 # Scan parameters that must stay fp32 whatever the model's dtype (the op and the kernel read them as fp32).
 FP32_PARAMS = (".A_log", ".A_b_log", ".D", ".D_b", ".dt_proj.bias", ".dt_proj_b.bias")
 
@@ -56,4 +58,4 @@ def example_inputs(
     return x.to(device), t.to(device), None if y is None else y.to(device)
 
 
-__all__ = ["DiM", "DiS", "FP32_PARAMS", "build_model", "cast_model", "count_parameters", "example_inputs"]
+__all__ = ["DTYPES", "DiM", "DiS", "FP32_PARAMS", "build_model", "cast_model", "count_parameters", "example_inputs"]

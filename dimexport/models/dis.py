@@ -8,7 +8,6 @@ output h of the in-blocks (not the residual), and the output has 2C channels (le
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..configs import ModelConfig

@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..environment import native_library
 from ..errors import EnvironmentProblem
 
 ABI_VERSION = 1
@@ -63,12 +64,7 @@ class ScanParams(ctypes.Structure):
 
 def library_path() -> Optional[pathlib.Path]:
     """Where the library is: $DIMEXPORT_SCAN_LIB if set, else dimexport/lib/ next to the package."""
-    env = os.environ.get(ENV_VAR)
-    if env:
-        path = pathlib.Path(env)
-        return path if path.is_file() else None
-    path = pathlib.Path(__file__).resolve().parent.parent / "lib" / _LIB_NAME
-    return path if path.is_file() else None
+    return native_library(ENV_VAR, _LIB_NAME)
 
 
 @functools.lru_cache(maxsize=None)

@@ -11,8 +11,8 @@ import torch
 
 from ..errors import DimexportError, EnvironmentProblem, InputError
 from ..export import scan_node
-from ..export.exporter import DTYPES, ONNX_FILE, OUTPUT_NAME, Artifact
-from ..models import build_model, cast_model
+from ..export.exporter import OUTPUT_NAME, Artifact
+from ..models import DTYPES, build_model, cast_model
 from ..models.checkpoint import load_checkpoint
 from ..ops import selective_scan
 

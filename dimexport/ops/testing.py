@@ -1,0 +1,27 @@
+"""Seeded selective-scan inputs for tests and benchmarks, distributed as trained Mamba layers see them."""
+
+from __future__ import annotations
+
+import torch
+
+
+def realistic_scan_inputs(
+    batch: int, dim: int, seqlen: int, dstate: int = 16, groups: int = 1, with_z: bool = True,
+    dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0,
+    dt_min: float = 1e-3, dt_max: float = 0.1,
+) -> dict:
+    """Keyword arguments of the op: A = -exp(log(1..N) + noise), softplus(delta + delta_bias) ~ U[dt_min, dt_max]
+    (Mamba's dt init range), unit-normal u, B, C, z; generated on `device` so large sets are cheap."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    rnd = lambda *s: torch.randn(*s, generator=g, device=device)  # noqa: E731
+    a_log = torch.log(torch.arange(1, dstate + 1, dtype=torch.float32, device=device)).repeat(dim, 1)
+    a_log = a_log + 0.1 * rnd(dim, dstate)
+    dt = dt_min + (dt_max - dt_min) * torch.rand(batch, dim, seqlen, generator=g, device=device)
+    bias = 0.5 * rnd(dim)
+    delta = dt + torch.log(-torch.expm1(-dt)) - bias[:, None]  # softplus^-1, minus the bias the op adds back
+    io = lambda t: t.to(dtype)  # noqa: E731
+    return dict(
+        u=io(rnd(batch, dim, seqlen)), delta=io(delta), A=-torch.exp(a_log),
+        B=io(rnd(batch, groups, dstate, seqlen)), C=io(rnd(batch, groups, dstate, seqlen)),
+        D=rnd(dim), z=io(rnd(batch, dim, seqlen)) if with_z else None, delta_bias=bias,
+    )
