@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# One call on the GPU machine (issue 4): environment, GPU tests of the scan kernel, benchmark.
-# Usage (repo root, e.g. through the device `run` tool):  bash bench/run_device.sh [tests,quicktests,bench,profile|all]
+# One call on the GPU machine (issue 4): environment, GPU tests of the scan kernel, plugin harness, benchmark.
+# Usage (repo root, e.g. through the device `run` tool):
+#   bash bench/run_device.sh [tests,quicktests,harness,bench,profile|all]
 # Library: dimexport/lib/libdimexport_scan.so if it loads (carried, built here with the documented cmake
-# command), else it is built now for sm_90. Benchmark variants: every .dev/libs/<name>/libdimexport_scan.so
-# is timed beside the default. Logs and results go to $OUT (default ./out).
+# command), else it is built now for sm_90. Harness: build/plugins_trt/test_plugin_harness with the plugin libraries
+# installed beside the kernel in dimexport/lib if carried (built against TensorRT headers), else
+# plugins_trt/tools/device_harness.sh builds them.
+# Benchmark variants: every .dev/libs/<name>/libdimexport_scan.so is timed beside the default; BENCH_ARGS adds
+# arguments (e.g. "--limit 9"). Tests run in pytest-xdist workers (TEST_WORKERS, default 8). Logs and results go
+# to $OUT (default ./out).
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD"
 OUT="${OUT:-$PWD/out}"
 mkdir -p "$OUT"
 MODE="${1:-all}"
-[ "$MODE" = all ] && MODE=tests,bench
+[ "$MODE" = all ] && MODE=tests,harness,bench
 want() { [[ ",$MODE," == *",$1,"* ]]; }
 
 {
@@ -25,15 +30,39 @@ if ! python3 -c 'from dimexport.ops import _native; _native.load()' 2>/dev/null;
 fi
 
 status=0
-if want quicktests; then  # every kernel, strided layouts, edge lengths; not the 1000 random configurations
-  timeout 240 python3 -m pytest -m gpu -q --maxfail=10 -p no:cacheprovider tests/test_scan_kernel_gpu.py \
-    -k "not random_config and not large_offsets" 2>&1 | tee "$OUT/tests.log" | tail -15
-  status=$?
+pytest_gpu() {  # pytest-xdist workers; the per-worker error reports are merged into $OUT/test_errors.json
+  local limit=$1
+  shift
+  rm -f "$OUT"/test_errors.json*
+  DIMEX_SCAN_TEST_REPORT="$OUT/test_errors.json" timeout "$limit" python3 -m pytest -m gpu -q -n "${TEST_WORKERS:-8}" \
+    -p no:cacheprovider tests/test_scan_kernel_gpu.py "$@" 2>&1 | tee "$OUT/tests.log" | tail -25
+  local rc=$?
+  python3 - "$OUT" <<'EOF'
+import glob, json, sys
+merged = {}
+for path in glob.glob(sys.argv[1] + "/test_errors.json?*"):
+    for k, v in json.load(open(path))["max_rel_error"].items():
+        merged[k] = max(merged.get(k, 0.0), v)
+json.dump({"max_rel_error": merged}, open(sys.argv[1] + "/test_errors.json", "w"), indent=1)
+print("max relative error per dtype over all workers:", {k: f"{v:.3e}" for k, v in sorted(merged.items())})
+EOF
+  return $rc
+}
+if want quicktests; then  # every kernel, splits, strided layouts, edge lengths; not the 1000 random configurations
+  pytest_gpu 240 --maxfail=10 -k "not random_config and not large_offsets" || status=1
 fi
 if want tests; then
-  DIMEX_SCAN_TEST_REPORT="$OUT/test_errors.json" timeout 480 python3 -m pytest -m gpu -q --maxfail=30 \
-    -p no:cacheprovider tests/test_scan_kernel_gpu.py 2>&1 | tee "$OUT/tests.log" | tail -25
-  status=$?
+  pytest_gpu 480 --maxfail=30 || status=1
+fi
+if want harness; then
+  h=build/plugins_trt/test_plugin_harness
+  if [ -x "$h" ] && [ -f dimexport/lib/libdimexport_trt_plugin.so ]; then
+    "$h" --lib dimexport/lib/libdimexport_trt_plugin.so --static-lib dimexport/lib/libdimexport_trt_plugin_static.so \
+      >"$OUT/harness.log" 2>&1 || status=1
+    grep -E "FAIL|GPU summary|passed" "$OUT/harness.log" | tail -8
+  else
+    bash plugins_trt/tools/device_harness.sh build/trt10/include || status=1
+  fi
 fi
 if want profile; then  # Nsight Compute: stall reasons and pipe use of one launch per configuration
   for cfg in "8 3072 1230 0" "32 3072 366 4"; do
@@ -54,7 +83,8 @@ if want bench; then
   for lib in .dev/libs/*/libdimexport_scan.so; do
     [ -f "$lib" ] && variants+=(--variant "$(basename "$(dirname "$lib")")=$lib")
   done
-  python3 bench/scan.py "${variants[@]}" --json "$OUT/scan_h100.json" --md "$OUT/scan_h100.md" \
-    2>"$OUT/bench.log" | tail -45 || status=1
+  # shellcheck disable=SC2086
+  python3 bench/scan.py "${variants[@]}" --json "$OUT/scan_h100.json" --md "$OUT/scan_h100.md" $BENCH_ARGS \
+    2>"$OUT/bench.log" | tail -60 || status=1
 fi
 exit $status

@@ -14,7 +14,11 @@ flatter the small shapes. Run on the GPU machine:
   python3 bench/scan.py --variant default=dimexport/lib/libdimexport_scan.so --variant poly8=/path/lib.so
 
 Each --variant (name=path of a libdimexport_scan.so) runs in its own process (the library is loaded
-once per process); the first is the reference for the table and the split sweep.
+once per process); the first is the reference for the table and the sweeps.
+
+Sweeps of the first variant: lanes per channel forced (DIMEX_SCAN_FORCE_SPLIT, sequence chunks chosen by
+the heuristic) on every shape, and sequence chunks forced (DIMEX_SCAN_FORCE_CHUNKS) at B = 1 with the
+lanes per channel chosen by the heuristic or forced to 2 or 4.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ BYTES_PER_ELEM = 8  # fp16 u, delta, z read + out written
 SHAPES = [(b, d, l) for b in (1, 8, 32) for d in (2048, 3072) for l in (366, 1230, 4494)]
 REFERENCE_SHAPES = [(1, 2048, 366), (8, 2048, 366), (1, 3072, 1230)]
 SPLITS = (1, 2, 4, 8, 16)
+CHUNKS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+CHUNK_SPLITS = (None, 2, 4)
 
 
 def copy_bandwidth(nbytes: int = 1 << 30, reps: int = 10) -> float:
@@ -101,13 +107,20 @@ def time_graph(fn, sets: list[dict], est_us: float, replays: int = 7) -> float:
     return statistics.median(times)
 
 
-def native_fn(split: Optional[int]):
+def effective_chunks(seqlen: int, k: int) -> int:
+    """Chunks the library runs when k are forced: whole 32-token tiles each (so several k can give one count)."""
+    length = math.ceil(math.ceil(seqlen / k) / 32) * 32
+    return math.ceil(seqlen / length)
+
+
+def native_fn(split: Optional[int] = None, chunks: Optional[int] = None):
     from dimexport.ops import _native
 
-    if split is None:
-        os.environ.pop("DIMEX_SCAN_FORCE_SPLIT", None)
-    else:
-        os.environ["DIMEX_SCAN_FORCE_SPLIT"] = str(split)
+    for name, value in (("DIMEX_SCAN_FORCE_SPLIT", split), ("DIMEX_SCAN_FORCE_CHUNKS", chunks)):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = str(value)
 
     def fn(s: dict, out: torch.Tensor) -> None:
         _native.scan_cuda(s["u"], s["delta"], s["A"], s["B"], s["C"], s["D"], s["z"], s["delta_bias"], True, False,
@@ -132,10 +145,14 @@ def worker(args: argparse.Namespace) -> None:
         fl = floor_us(elems, bw)
         sets = input_sets(batch, dim, seqlen, l2)
         row = dict(batch=batch, dim=dim, seqlen=seqlen, elems=elems, floor_us=fl, sets=len(sets))
-        row["us"] = time_graph(native_fn(None), sets, fl)
+        row["us"] = time_graph(native_fn(), sets, fl)
         if args.sweep:
             row["split_us"] = {s: time_graph(native_fn(s), sets, fl) for s in SPLITS}
-        native_fn(None)
+            if batch == 1:
+                ks = sorted({effective_chunks(seqlen, k): k for k in reversed(CHUNKS)}.values())
+                row["chunk_us"] = {str(s or "auto"): {k: time_graph(native_fn(s, k), sets, fl) for k in ks}
+                                   for s in CHUNK_SPLITS}
+        native_fn()
         if args.reference and (batch, dim, seqlen) in REFERENCE_SHAPES:
             s0, out = sets[0], torch.empty_like(sets[0]["u"])
             ref = lambda: selective_scan_reference(  # noqa: E731
@@ -151,7 +168,7 @@ def worker(args: argparse.Namespace) -> None:
                 times.append(st.elapsed_time(en) * 1e3)
             row["torch_reference_us"] = statistics.median(times)
             # Sanity check of the timed kernel against the reference (fp16 output: ~1e-3 expected).
-            native_fn(None)(s0, out)
+            native_fn()(s0, out)
             expect = ref().double()
             row["rel_err_vs_reference"] = ((out.double() - expect).norm() / expect.norm()).item()
         rows.append(row)
@@ -213,6 +230,19 @@ def markdown(env: dict, results: list[dict]) -> str:
             sp = row.get("split_us", {})
             lines.append(f"| {row['batch']} | {row['dim']} | {row['seqlen']} | {row['us']:.1f} | "
                          + " | ".join(f"{sp.get(str(s), sp.get(s, float('nan'))):.1f}" for s in SPLITS) + " |")
+    chunk_rows = [row for row in base["rows"] if "chunk_us" in row]
+    if chunk_rows:
+        lines += ["", f"Sequence chunks forced (`DIMEX_SCAN_FORCE_CHUNKS`; 1 = no split; a forced K that gives "
+                  f"the same whole-tile chunks as a smaller one is not timed), B = 1, "
+                  f"{base['tag']}, µs; S = lanes per channel (auto: chosen by the heuristic):", "",
+                  "| B | D | L | auto | S | " + " | ".join(f"K={k}" for k in CHUNKS) + " |",
+                  "|" + "---|" * (5 + len(CHUNKS))]
+        for row in chunk_rows:
+            for s, sweep in row["chunk_us"].items():
+                cells = [f"{sweep[str(k)]:.1f}" if str(k) in sweep else f"{sweep[k]:.1f}" if k in sweep else "–"
+                         for k in CHUNKS]
+                lines.append(f"| {row['batch']} | {row['dim']} | {row['seqlen']} | {row['us']:.1f} | {s} | "
+                             + " | ".join(cells) + " |")
     refs = [row for row in base["rows"] if "torch_reference_us" in row]
     if refs:
         lines += ["", "Pure-torch reference (`selective_scan_reference`, eager) on a few shapes:", "",

@@ -2,8 +2,8 @@
 
 Exit codes: 0 success; 2 usage or input error (unknown model, bad resolution, checkpoint that does
 not fit, wrong dtype for the device, an incomplete or foreign artifact); 3 a parity check failed;
-4 the environment lacks something (a GPU, TensorRT, the plugin library, a package); 5 the ONNX
-export or one of its checks failed.
+4 the environment lacks something (a GPU, TensorRT, the plugin library, a package) or an engine was
+built for another TensorRT, GPU or plugin library; 5 the ONNX export, its checks, or the TensorRT build failed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .errors import EXIT_ENVIRONMENT, DimexportError, EnvironmentProblem, InputE
 console = Console()
 err_console = Console(stderr=True)
 
-EPILOG = "Exit codes: 0 ok, 2 usage or input error, 3 verification failed, 4 environment problem, 5 export failed."
+EPILOG = "Exit codes: 0 ok, 2 usage or input error, 3 verification failed, 4 environment problem, 5 export or build failed."
 
 
 def _handle_errors(fn: Callable) -> Callable:
@@ -214,6 +214,63 @@ def export_cmd(model_id, checkpoint, random_init, seed, resolution, batch, dtype
     )
 
 
+@main.command("build", epilog=EPILOG)
+@click.option("--model", "model_id", required=True, help="Model id (see `dimexport models`).")
+@click.option("--fp32", "dtype", flag_value="fp32", default=True, help="Export and build in fp32 (TF32 off) [default].")
+@click.option("--fp16", "dtype", flag_value="fp16", help="Export in fp16; the engine is strongly typed from it.")
+@click.option("--bf16", "dtype", flag_value="bf16", help="Export in bf16; the engine is strongly typed from it.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official checkpoint (default: seeded random weights).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
+@click.option("--resolution", type=int, help="Image side in pixels (fixed per engine).")
+@click.option("--batch", default="1:1:8", show_default=True, help="Optimisation profile of the batch, min:opt:max (or N).")
+@click.option("--scan", type=click.Choice(["plugin", "portable"]), default="plugin", show_default=True,
+              help="plugin: our CUDA scan plugin; portable: standard ops only (no plugin library needed).")
+@click.option("--opt-level", type=click.IntRange(0, 5), default=3, show_default=True, help="Builder optimisation level.")
+@click.option("--timing-cache", default="auto", show_default=True,
+              help="auto (shared per TensorRT version and GPU under OUTPUT/timing-caches/), a file, or none.")
+@click.option("--workspace", "workspace_gib", type=float, help="Builder workspace limit in GiB (default: TensorRT's); it also bounds the scan plugin's workspace (up to 9 MB at N=16).")
+@click.option("--plugin-lib", type=click.Path(dir_okay=False), help="libdimexport_trt_plugin.so (default: dimexport/lib/ or $DIMEXPORT_TRT_PLUGIN_LIB).")
+@click.option("--trt-module", type=click.Choice(["tensorrt", "tensorrt_rtx"]), help="TensorRT flavour (default: tensorrt, else tensorrt_rtx).")
+@click.option("--no-verify", is_flag=True, help="Skip the quick parity check against PyTorch after the build.")
+@click.option("-o", "--output", "out_dir", default="dimexport-out", show_default=True, help="Artifact root folder.")
+@click.option("--force", is_flag=True, help="Rebuild the engine even if a matching one exists (the export stays cached).")
+@click.option("--json", "as_json", is_flag=True, help="Print build.json as JSON.")
+@_handle_errors
+def build_cmd(model_id, dtype, checkpoint, seed, resolution, batch, scan, opt_level, timing_cache, workspace_gib,
+              plugin_lib, trt_module, no_verify, out_dir, force, as_json):
+    """Export (cached), build a TensorRT engine with the scan plugin, and check it against PyTorch."""
+    from .configs import get_config
+    from .errors import EXIT_VERIFY_FAILED
+    from .export.exporter import ExportSpec, parse_batch
+    from .trt.build import BuildOptions, build, quick_verify
+
+    cfg = get_config(model_id)
+    spec = ExportSpec(model_id, resolution or cfg.resolution, dtype, scan, parse_batch(batch), checkpoint, seed)
+    options = BuildOptions(opt_level, None if timing_cache == "none" else timing_cache, plugin_lib, trt_module, workspace_gib)
+    with err_console.status("building") as status:
+        engine, reused = build(spec, out_dir, options, force, status=lambda s: status.update(s))
+        if not no_verify:
+            status.update("checking the engine against PyTorch")
+            quick_verify(engine)
+    info = engine.info
+    if as_json:
+        click.echo(json.dumps({"engine": str(engine.engine_path), "reused": reused, "build": info}, indent=2))
+    else:
+        console.print(f"{'reused' if reused else 'built'} [bold]{engine.engine_path}[/]")
+        console.print(
+            f"  {info['tensorrt']['module']} {info['tensorrt']['version']}, {info['gpu']['sm']}, "
+            f"{info['engine']['bytes'] / 2**20:.1f} MiB, parse {info['parse_seconds']} s, build {info['build_seconds']} s"
+        )
+    check = info.get("verify")
+    if check and not check["ran"]:
+        err_console.print(f"[yellow]warning:[/] the engine was built but not checked: {check['reason']}", soft_wrap=True)
+    elif check and not as_json:
+        console.print(f"  vs PyTorch: rel L2 {check['rel_l2']:.2e}, PSNR {check['psnr_db']:.1f} dB: "
+                      f"{'[green]pass[/]' if check['passed'] else '[red]FAIL[/]'}")
+    if check and check["ran"] and not check["passed"]:
+        sys.exit(EXIT_VERIFY_FAILED)
+
+
 @main.command(epilog=EPILOG)
 @click.argument("artifact", type=click.Path(file_okay=False))
 @click.option("--backends", default="torch,ort", show_default=True, help="Comma list of torch, ort, trt.")
@@ -222,16 +279,17 @@ def export_cmd(model_id, checkpoint, random_init, seed, resolution, batch, dtype
 @click.option("--seed", default=0, show_default=True, help="Seed of the inputs.")
 @click.option("--device", default="cpu", show_default=True, help="Device of the PyTorch reference.")
 @click.option("--save-io", type=click.Path(file_okay=False), help="Save inputs/outputs as Polygraphy JSON here.")
+@click.option("--engine", type=click.Path(), help="Engine folder for the trt backend (default: the artifact's newest usable one).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @_handle_errors
-def verify(artifact, backends, atol, rtol, seed, device, save_io, as_json) -> None:
+def verify(artifact, backends, atol, rtol, seed, device, save_io, engine, as_json) -> None:
     """Run an artifact through PyTorch and other backends on the same inputs and compare (exit 3 on failure)."""
     from .errors import EXIT_VERIFY_FAILED
     from .verify.compare import parse_tolerance, verify as run_verify
 
     report = run_verify(
         artifact, [b.strip() for b in backends.split(",") if b.strip()], parse_tolerance(atol, "atol"),
-        parse_tolerance(rtol, "rtol"), save_io, seed, device,
+        parse_tolerance(rtol, "rtol"), save_io, seed, device, engine,
     )
     if as_json:
         click.echo(json.dumps(report, indent=2))

@@ -5,7 +5,9 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad arguments or input: unknown model, wrong shape or dtype, checkpoint/config mismatch
 EXIT_VERIFY_FAILED = 3  # a parity check failed
-EXIT_ENVIRONMENT = 4  # something the environment lacks: TensorRT, the plugin library, a GPU, a package
+EXIT_ENVIRONMENT = 4  # something the environment lacks: TensorRT, the plugin library, a GPU, a package;
+#                       or an engine built for another TensorRT version, GPU or plugin library
+EXIT_BUILD_FAILED = 5  # the ONNX export, its checks, or the TensorRT parse/build failed
 
 
 class DimexportError(Exception):

@@ -134,7 +134,8 @@ def make_inputs(c: Case, device: str = "cuda") -> dict:
     )
 
 
-def run_kernel(inp: dict, softplus: bool, reverse: bool, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+def run_kernel(inp: dict, softplus: bool, reverse: bool, out: Optional[torch.Tensor] = None,
+               split: bool = True) -> torch.Tensor:
     """The native kernel with a NaN-poisoned output, so that unwritten elements cannot pass."""
     u = inp["u"]
     if out is None:
@@ -142,7 +143,7 @@ def run_kernel(inp: dict, softplus: bool, reverse: bool, out: Optional[torch.Ten
     out.fill_(float("nan"))
     return _native.scan_cuda(
         inp["u"], inp["delta"], inp["A"], inp["B"], inp["C"], inp["D"], inp["z"], inp["delta_bias"],
-        softplus, reverse, out=out,
+        softplus, reverse, out=out, split=split,
     )
 
 
@@ -183,19 +184,22 @@ def check(inp: dict, out: torch.Tensor, softplus: bool, reverse: bool, seed: int
 
 
 @contextmanager
-def forced_split(s: Optional[int]) -> Iterator[None]:
-    """Force the lanes-per-channel configuration (DIMEX_SCAN_FORCE_SPLIT) for the kernels not chosen by
-    the launch heuristic at test sizes."""
-    old = os.environ.get("DIMEX_SCAN_FORCE_SPLIT")
-    if s is not None:
-        os.environ["DIMEX_SCAN_FORCE_SPLIT"] = str(s)
+def forced(split: Optional[int] = None, chunks: Optional[int] = None) -> Iterator[None]:
+    """Force the lanes per channel (DIMEX_SCAN_FORCE_SPLIT) and the sequence chunks (DIMEX_SCAN_FORCE_CHUNKS)
+    for the kernels and splits not chosen by the launch heuristic at test sizes."""
+    names = {"DIMEX_SCAN_FORCE_SPLIT": split, "DIMEX_SCAN_FORCE_CHUNKS": chunks}
+    old = {k: os.environ.get(k) for k in names}
+    for k, v in names.items():
+        if v is not None:
+            os.environ[k] = str(v)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("DIMEX_SCAN_FORCE_SPLIT", None)
-        else:
-            os.environ["DIMEX_SCAN_FORCE_SPLIT"] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 MAX_ERR: dict[str, float] = {}
@@ -208,12 +212,14 @@ def _record(dtype: torch.dtype, err: float) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def _report_max_errors():
-    """Print the largest relative error per dtype; also write it as JSON to $DIMEX_SCAN_TEST_REPORT."""
+    """Print the largest relative error per dtype; also write it as JSON to $DIMEX_SCAN_TEST_REPORT (one file
+    per pytest-xdist worker: the worker id is appended)."""
     yield
     if MAX_ERR:
         print("\nmax relative error per dtype: " + ", ".join(f"{k} {v:.3e}" for k, v in sorted(MAX_ERR.items())))
         path = os.environ.get("DIMEX_SCAN_TEST_REPORT")
         if path:
+            path += os.environ.get("PYTEST_XDIST_WORKER", "")
             with open(path, "w") as fh:
                 json.dump({"max_rel_error": MAX_ERR, "tolerance": {
                     k: tolerance(getattr(torch, k)) for k in MAX_ERR}}, fh, indent=1)
@@ -238,9 +244,60 @@ _CONFIGS = [(16, s) for s in (1, 2, 4, 8, 16)] + [(32, 2), (32, 8), (64, 4), (64
 def test_every_kernel(dstate: int, split: int, dtype: torch.dtype, reverse: bool) -> None:
     c = Case(3, 200, 1001, dstate, 2, dtype, True, True, True, True, reverse, False, seed=7 + dstate + split)
     inp = make_inputs(c)
-    with forced_split(split):
+    with forced(split):
         out = run_kernel(inp, True, reverse)
     _record(dtype, check(inp, out, True, reverse, c.seed, tolerance(dtype)))
+
+
+# Sequence split forced: (batch, dim, seqlen, dstate, lanes per channel or None, chunks); long sequences, G = 2,
+# partial last chunks, every padded dstate, 2 chunks up to the 64-chunk limit. Chunks of at most ~350 tokens, so
+# that the carried state still matters in fp32 (after ~1000 tokens of realistic decay both ways round alike).
+_SPLITS = [(1, 256, 5000, 16, None, 16), (2, 130, 3001, 16, 16, 24), (4, 96, 777, 32, None, 64),
+           (3, 64, 2100, 64, 4, 17), (1, 200, 9806, 16, 2, 40), (1, 256, 700, 16, 4, 2)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("batch,dim,seqlen,dstate,split,chunks", _SPLITS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_sequence_split(batch: int, dim: int, seqlen: int, dstate: int, split: Optional[int], chunks: int,
+                        dtype: torch.dtype, reverse: bool) -> None:
+    """Chunk-state pass + carried-state output pass against the oracle, and against the one-pass kernel: with
+    two chunks the second starts from exactly the one-pass state (the first starts from 0 either way), so the
+    bits agree; with more, the composed chunk maps round differently (seen in fp32)."""
+    c = Case(batch, dim, seqlen, dstate, 2, dtype, True, True, True, True, reverse, False, seed=seqlen + chunks)
+    inp = make_inputs(c)
+    with forced(split, chunks):
+        out = run_kernel(inp, True, reverse).clone()
+        whole = run_kernel(inp, True, reverse, split=False)
+    _record(dtype, check(inp, out, True, reverse, c.seed, tolerance(dtype)))
+    check(inp, whole, True, reverse, c.seed, tolerance(dtype))
+    if chunks == 2:
+        assert torch.equal(out, whole)
+    elif dtype == torch.float32:  # 16-bit outputs can round both to the same bits
+        assert not torch.equal(out, whole), "the forced split did not run"
+
+
+def test_no_workspace_means_no_split() -> None:
+    """Without a workspace a forced split is ignored: bit-identical to the forced one-pass kernel."""
+    c = Case(1, 192, 1500, 16, 1, torch.float16, True, True, True, True, False, False, seed=21)
+    inp = make_inputs(c)
+    with forced(chunks=1):
+        one_pass = run_kernel(inp, True, False).clone()
+    with forced(chunks=12):
+        assert torch.equal(run_kernel(inp, True, False, split=False), one_pass)
+
+
+def test_workspace_size() -> None:
+    """The size bound: chunk states of (dstate padded + 1) floats, monotone, 0 when no split is possible."""
+    lib = _native.load()
+    size = lambda b, d, l, n: lib.dimex_selective_scan_workspace_size(  # noqa: E731
+        _native.ScanParams(batch=b, dim=d, seqlen=l, dstate=n, ngroups=1, dtype=1))
+    assert size(2, 96, 517, 16) == 16 * 2 * 96 * 17 * 4
+    assert size(1, 64, 32, 16) == 0 and size(1, 64, 100, 65) == 0 and size(0, 64, 100, 16) == 0
+    assert size(64, 3072, 4494, 64) == 131072 * 65 * 4
+    shapes = [(b, d, l, n) for b in (1, 3) for d in (64, 1000) for l in (33, 700, 5000) for n in (5, 16, 40)]
+    for b, d, l, n in shapes:
+        assert size(b, d, l, n) <= size(2 * b, d + 1, l + 100, min(64, n + 17))
 
 
 @pytest.mark.parametrize("dstate", [1, 8, 24, 48])
@@ -338,26 +395,29 @@ def test_large_offsets() -> None:
     assert err <= tolerance(torch.float16)
 
 
-def test_cuda_graph_capture() -> None:
-    """One call captured in a CUDA graph replays to the eager result: no sync, no allocation inside."""
-    c = Case(4, 512, 700, 16, 1, torch.float16, True, True, True, True, False, False, seed=3)
+@pytest.mark.parametrize("batch,chunks", [(4, None), (1, 6)])
+def test_cuda_graph_capture(batch: int, chunks: Optional[int]) -> None:
+    """One call captured in a CUDA graph replays to the eager result: no sync, no allocation inside (the
+    workspace of the sequence split comes from the graph's memory pool)."""
+    c = Case(batch, 512, 700, 16, 1, torch.float16, True, True, True, True, False, False, seed=3)
     inp = make_inputs(c)
-    eager = run_kernel(inp, True, False).clone()
-    out = torch.empty_like(inp["u"])
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.stream(stream):
-        run_kernel(inp, True, False, out=out)  # warm-up on the capture stream
+    with forced(chunks=chunks):
+        eager = run_kernel(inp, True, False).clone()
+        out = torch.empty_like(inp["u"])
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(stream):
+            run_kernel(inp, True, False, out=out)  # warm-up on the capture stream
+            out.fill_(float("nan"))
+            with torch.cuda.graph(graph, stream=stream):
+                _native.scan_cuda(inp["u"], inp["delta"], inp["A"], inp["B"], inp["C"], inp["D"], inp["z"],
+                                  inp["delta_bias"], True, False, out=out)
+        torch.cuda.current_stream().wait_stream(stream)
         out.fill_(float("nan"))
-        with torch.cuda.graph(graph, stream=stream):
-            _native.scan_cuda(inp["u"], inp["delta"], inp["A"], inp["B"], inp["C"], inp["D"], inp["z"],
-                              inp["delta_bias"], True, False, out=out)
-    torch.cuda.current_stream().wait_stream(stream)
-    out.fill_(float("nan"))
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, eager)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, eager)
 
 
 def test_torch_op_uses_native_kernel() -> None:
@@ -384,4 +444,7 @@ def test_status_codes() -> None:
         A=a.data_ptr(), B=x.data_ptr(), C=x.data_ptr(), out=x.data_ptr(),
     )
     assert lib.dimex_selective_scan_fwd(p, None) == 2  # dstate > 64
+    ws = torch.empty(64, dtype=torch.uint8, device="cuda")
+    p.dstate, p.workspace, p.workspace_bytes = 16, ws.data_ptr() + 4, 32
+    assert lib.dimex_selective_scan_fwd(p, None) == 1  # misaligned workspace
     assert lib.dimex_status_string(2).decode().startswith("unsupported")

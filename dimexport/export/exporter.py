@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,14 +23,14 @@ import onnx
 import torch
 
 from .. import __version__
+from ..cache import keep_failed, publish, reuse, scratch
 from ..configs import ModelConfig, get_config
-from ..errors import DimexportError, InputError
+from ..errors import EXIT_BUILD_FAILED, DimexportError, InputError
 from ..models import DTYPES, build_model, cast_model, example_inputs
 from ..models.checkpoint import load_checkpoint
 from . import scan_node
 
 MANIFEST_FORMAT = 1
-EXIT_EXPORT_FAILED = 5
 ONNX_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 INPUT_NAMES = ("x", "t", "y")
@@ -43,7 +42,7 @@ BF16_MIN_OPSET = 22
 class ExportError(DimexportError):
     """The exporter or a post-export check failed; the message names the step and the log file."""
 
-    exit_code = EXIT_EXPORT_FAILED
+    exit_code = EXIT_BUILD_FAILED
 
 
 @dataclass(frozen=True)
@@ -215,14 +214,6 @@ def read_artifact(folder: str | os.PathLike, verify_hashes: bool = True) -> Arti
     return Artifact(folder, manifest)
 
 
-def _keep_failed(tmp: Path, folder: Path) -> Path:
-    """Move a failed export to `<folder>.failed` for inspection; the cache key folder stays absent."""
-    failed = folder.with_name(folder.name + ".failed")
-    shutil.rmtree(failed, ignore_errors=True)
-    tmp.rename(failed)
-    return failed
-
-
 def export(
     spec: ExportSpec, out_dir: str | os.PathLike, force: bool = False, status: Callable[[str], None] = lambda s: None
 ) -> tuple[Artifact, bool]:
@@ -232,14 +223,10 @@ def export(
     weights = f"sha256:{file_sha256(Path(spec.checkpoint))}" if spec.checkpoint else f"random-init:seed={spec.seed}"
     key = export_key(spec, weights)
     folder = Path(out_dir) / spec.model_id / f"{spec.scan}-{spec.dtype}-{key[:12]}"
-    if folder.exists() and not force:
-        try:
-            return read_artifact(folder), True
-        except InputError:
-            status(f"rebuilding incomplete artifact {folder}")
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "logs").mkdir(parents=True)
+    if (found := reuse(folder, read_artifact, force, status)) is not None:
+        return found, True
+    tmp = scratch(folder)
+    (tmp / "logs").mkdir()
     log_path = tmp / "logs" / "export.log"
     started = time.perf_counter()
     with open(log_path, "w") as log:
@@ -256,7 +243,7 @@ def export(
         except Exception as exc:
             log.write(f"\n{type(exc).__name__}: {exc}\n")
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            failed = _keep_failed(tmp, folder)
+            failed = keep_failed(tmp, folder)
             raise ExportError(f"torch.onnx.export failed for {spec.model_id}: {first[:300]} (full log: {failed / 'logs' / 'export.log'})") from exc
         finally:
             torch_log.handlers, torch_log.propagate = saved
@@ -264,7 +251,7 @@ def export(
     try:
         nodes = check_exported(tmp / ONNX_FILE, spec)
     except ExportError as exc:
-        raise ExportError(f"{exc} (files kept in {_keep_failed(tmp, folder)})") from exc
+        raise ExportError(f"{exc} (files kept in {keep_failed(tmp, folder)})") from exc
     files = {}
     for name in (ONNX_FILE, DATA_FILE):
         if (tmp / name).is_file():
@@ -291,7 +278,5 @@ def export(
         "export_seconds": round(time.perf_counter() - started, 1),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    publish(tmp, folder)
     return Artifact(folder, manifest), False

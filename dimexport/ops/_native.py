@@ -21,7 +21,7 @@ from torch import Tensor
 from ..environment import native_library
 from ..errors import EnvironmentProblem
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 ENV_VAR = "DIMEXPORT_SCAN_LIB"
 _LIB_NAME = "libdimexport_scan.so"
 _BUILD_HINT = (
@@ -59,6 +59,8 @@ class ScanParams(ctypes.Structure):
         ("out_stride", ctypes.c_int64 * 3),
         ("delta_softplus", ctypes.c_int32),
         ("reverse", ctypes.c_int32),
+        ("workspace", ctypes.c_void_p),
+        ("workspace_bytes", ctypes.c_size_t),
     ]
 
 
@@ -88,6 +90,8 @@ def load() -> ctypes.CDLL:
         )
     lib.dimex_selective_scan_fwd.restype = ctypes.c_int
     lib.dimex_selective_scan_fwd.argtypes = [ctypes.POINTER(ScanParams), ctypes.c_void_p]
+    lib.dimex_selective_scan_workspace_size.restype = ctypes.c_size_t
+    lib.dimex_selective_scan_workspace_size.argtypes = [ctypes.POINTER(ScanParams)]
     lib.dimex_status_string.restype = ctypes.c_char_p
     lib.dimex_status_string.argtypes = [ctypes.c_int]
     return lib
@@ -125,11 +129,14 @@ def scan_cuda(
     delta_softplus: bool,
     reverse: bool,
     out: Optional[Tensor] = None,
+    split: bool = True,
 ) -> Tensor:
     """Run the native kernel on the current stream; inputs are validated by the op, any strides work.
 
     ``out`` (shape (B, D, L), u's dtype, any strides) is written in place when given, so that tests
-    can poison it first; otherwise a contiguous tensor is allocated.
+    can poison it first; otherwise a contiguous tensor is allocated. The workspace that lets the kernel
+    split the sequence across CTAs comes from torch's caching allocator on the current stream (graph-safe);
+    ``split=False`` passes none, which forces the one-pass kernel.
     """
     lib = load()
     batch, dim, seqlen = u.shape
@@ -162,6 +169,11 @@ def scan_cuda(
         delta_softplus=int(bool(delta_softplus)),
         reverse=int(bool(reverse)),
     )
+    nbytes = lib.dimex_selective_scan_workspace_size(ctypes.byref(params)) if split else 0
+    # Kept alive until the call has been enqueued; the allocator's stream order protects it after that.
+    workspace = torch.empty(nbytes, dtype=torch.uint8, device=u.device) if nbytes else None
+    if workspace is not None:
+        params.workspace, params.workspace_bytes = workspace.data_ptr(), nbytes
     with torch.cuda.device(u.device):
         stream = torch.cuda.current_stream(u.device).cuda_stream
         status = lib.dimex_selective_scan_fwd(ctypes.byref(params), ctypes.c_void_p(stream))

@@ -29,8 +29,8 @@ def run_torch(artifact: Artifact, feeds: dict[str, np.ndarray], device: str = "c
         model = build_model(cfg, spec["resolution"], seed=spec["seed"])
     model = cast_model(model, DTYPES[spec["dtype"]]).to(device)
     x, t, y = (torch.from_numpy(feeds[k]).to(device) for k in ("x", "t", "y"))
-    try:
-        with torch.inference_mode():
+    try:  # cuDNN convolutions default to TF32 on the GPU; the reference must be true fp32
+        with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
             return model(x, t, y).float().cpu().numpy()
     except (RuntimeError, NotImplementedError) as exc:
         if "not implemented for" not in str(exc):
@@ -140,16 +140,27 @@ def run_ort(artifact: Artifact, feeds: dict[str, np.ndarray]) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def run_trt(artifact: Artifact, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        raise EnvironmentProblem(
-            "the trt backend needs TensorRT (pip install tensorrt) and a GPU it supports; ran nothing"
-        ) from None
-    raise EnvironmentProblem(
-        "the trt backend needs an engine from `dimexport build`, which this dimexport version does not have yet"
-    )
+def run_trt(artifact: Artifact, feeds: dict[str, np.ndarray], engine: str | Path | None = None) -> np.ndarray:
+    """Run the artifact's engine: `engine` if given, else the newest one built for this TensorRT and GPU."""
+    from ..runtime import Engine, compatibility_problems, rebuild_command
+    from ..trt import api
+    from ..trt.build import find_engines
+
+    if engine is None:
+        trt, sm = api.TrtInfo.of(api.load()), api.gpu_sm()
+        built = find_engines(artifact)
+        # Filter on TensorRT and GPU here (the engine's own plugin hash passes); Engine() checks the loaded library.
+        usable = [e for e in built if not compatibility_problems(e.info, trt, sm, (e.info["plugin"] or {}).get("sha256"))]
+        if not usable:
+            raise EnvironmentProblem(
+                f"no engine of {artifact.folder} was built for {trt.module} {trt.version} on {sm} "
+                f"({len(built)} built for other setups): run `{rebuild_command({'spec': artifact.manifest['spec']})}` "
+                f"or pass --engine"
+            )
+        engine = usable[0].folder
+    runner = Engine(engine)
+    inputs = {s.name: torch.from_numpy(feeds[s.name]).to(runner.device, s.dtype) for s in runner.inputs}
+    return runner.infer(inputs)[OUTPUT_NAME].float().cpu().numpy()
 
 
 BACKENDS = {"torch": run_torch, "ort": run_ort, "trt": run_trt}

@@ -93,8 +93,11 @@ def verify(
     save_io: str | Path | None = None,
     seed: int = 0,
     device: str = "cpu",
+    engine: str | Path | None = None,
 ) -> dict:
-    """Run every backend on the same inputs; compare each with PyTorch. Returns the JSON-able report."""
+    """Run every backend on the same inputs; compare each with PyTorch. Returns the JSON-able report.
+
+    `engine` picks the trt backend's engine (default: the artifact's newest one for this TensorRT and GPU)."""
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:
         raise InputError(f"--backends must list some of {', '.join(BACKENDS)}; got {','.join(backends) or 'nothing'}")
@@ -107,7 +110,7 @@ def verify(
     outputs = {"torch": BACKENDS["torch"](artifact, feeds, device)}
     for name in backends:
         if name != "torch":
-            outputs[name] = BACKENDS[name](artifact, feeds)
+            outputs[name] = BACKENDS[name](artifact, feeds, engine=engine) if name == "trt" else BACKENDS[name](artifact, feeds)
     rows = [compare(outputs[n], outputs["torch"], tol, (OUTPUT_NAME, n, "torch")) for n in outputs if n != "torch"]
     report = {
         "artifact": str(artifact.folder),

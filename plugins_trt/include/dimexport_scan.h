@@ -11,10 +11,17 @@
  * Layout: every sequence tensor is addressed by element strides, so (B, D, L) contiguous tensors and
  * transposed views of token-major (B, L, D) tensors are both accepted without copies.
  * u, delta, z, B, C and out share one dtype; A, D and delta_bias are fp32 and contiguous.
+ *
+ * Workspace (ABI version 2): when batch * dim is too small to fill the GPU, the library splits the sequence
+ * into chunks scanned by separate CTAs (two launches: chunk-end states, then the output from the carried
+ * states). That needs scratch memory which the caller provides: dimex_selective_scan_workspace_size() says how
+ * much, `workspace` / `workspace_bytes` pass it. A NULL workspace or 0 bytes is valid and disables the split
+ * (the result is then computed in one pass, as in version 1). The split changes rounding only.
  */
 #ifndef DIMEXPORT_SCAN_H
 #define DIMEXPORT_SCAN_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <cuda_runtime_api.h>
 
@@ -22,13 +29,14 @@
 extern "C" {
 #endif
 
-#define DIMEX_SCAN_ABI_VERSION 1
+#define DIMEX_SCAN_ABI_VERSION 2
 
 typedef enum { DIMEX_FLOAT32 = 0, DIMEX_FLOAT16 = 1, DIMEX_BFLOAT16 = 2 } dimex_dtype;
 
 typedef enum {
   DIMEX_OK = 0,
-  DIMEX_ERR_INVALID_ARGUMENT = 1, /* a null pointer, a non-positive size, ngroups not dividing dim */
+  DIMEX_ERR_INVALID_ARGUMENT = 1, /* a null pointer, a non-positive or too large size, ngroups not dividing
+                                     dim, a workspace not aligned to DIMEX_SCAN_WORKSPACE_ALIGN bytes */
   DIMEX_ERR_UNSUPPORTED = 2,      /* dstate > 64, dtype unknown */
   DIMEX_ERR_CUDA = 3              /* a CUDA launch error; cudaGetLastError() holds the cause */
 } dimex_status;
@@ -47,9 +55,21 @@ typedef struct {
   void* out;          int64_t out_stride[3];
   int32_t delta_softplus;
   int32_t reverse;
+  void* workspace;         /* device scratch for the sequence split, or NULL; its contents need no setup */
+  size_t workspace_bytes;  /* usable bytes at `workspace` (0 = no split); a split that needs more is not used */
 } dimex_scan_params;
 
-/* Enqueues the forward scan on `stream`. No allocation, no synchronisation: capturable in a CUDA graph. */
+#define DIMEX_SCAN_WORKSPACE_ALIGN 16
+
+/* Bytes of workspace that let dimex_selective_scan_fwd choose any split for the sizes in `params` (batch,
+ * dim, seqlen, dstate; pointers, strides and the workspace fields are ignored) AND for every smaller batch,
+ * dim, seqlen and dstate: so a TensorRT plugin can size it once from a profile's largest shapes. A function of
+ * the sizes only (no device query): at most about 131072 * (dstate rounded up to 16/32/64, + 1) * 4 bytes
+ * (9 MB for dstate 16). 0 when no split is possible (seqlen <= 32) or for invalid sizes. */
+size_t dimex_selective_scan_workspace_size(const dimex_scan_params* params);
+
+/* Enqueues the forward scan on `stream` (one or two kernel launches). No allocation, no synchronisation:
+ * capturable in a CUDA graph. The workspace is used by these launches only, in stream order. */
 int dimex_selective_scan_fwd(const dimex_scan_params* params, cudaStream_t stream);
 
 /* A static, human-readable description of a dimex_status code. */

@@ -4,6 +4,12 @@
 
 #include <cstdint>
 
+#ifndef DIMEX_SCAN_TILE_TOKENS
+// Tokens per B/C tile: 64 measured within +-5 % of 32 (KERNEL_NOTES.md); 32 needs half the shared memory.
+// Sequence-split chunks are whole tiles, so the host needs it too.
+#define DIMEX_SCAN_TILE_TOKENS 32
+#endif
+
 namespace dimex {
 
 // Launch-time description of one scan, built on the host from dimex_scan_params.
@@ -25,6 +31,14 @@ struct ScanArgs {
   // B/C element path: 1 if the token stride is the smaller one (threads then walk tokens, else states).
   int tfB, tfC;
   int softplus, has_z;
+  // Sequence split: blockIdx.y is the CTA's chunk (in processing order: reversed for `reverse`) of
+  // chunk_len tokens (whole B/C tiles); nchunk = 1 without a split. The state pass scans each chunk but the
+  // last from h = 0 and writes its end state and sum of dt; the output pass starts each chunk from the
+  // state carried over the chunks before it and writes the output.
+  int chunk_len, nchunk, state_pass;
+  int64_t rows;  // batch * dim: rows of one chunk's slice of the workspace
+  float* ws_h;   // [nchunk - 1][rows][compiled N] chunk-end states
+  float* ws_s;   // [nchunk - 1][rows] sums of dt over the chunk
 };
 
 using KernelFn = void (*)(ScanArgs);

@@ -13,7 +13,10 @@
 //     next 16-token sub-block into a private, double-buffered shared-memory slot with cp.async when the
 //     token dimension is contiguous and aligned (element loads otherwise: any strides are accepted);
 //     private slots need no warp synchronisation and cost one instruction per copied piece;
-//   * only the gated output is written, straight from registers.
+//   * only the gated output is written, straight from registers;
+//   * for small batch * dim the host splits the sequence into chunks (blockIdx.y) and launches twice: a state
+//     pass (each chunk but the last scanned from h = 0: end state and sum of dt to the workspace; no C, z or
+//     output) and an output pass (each chunk starts from the state combined over the chunks before it).
 // Per token and channel: dt = softplus(delta + bias) (fp32), du = dt * u, h = 2^(dt * A * log2 e) * h + B du,
 // y = C . h + D u, out = y * silu(z). With S > 1 the lanes of a group split the per-token pointwise work
 // (softplus, gate) by token and exchange dt/du through shared memory; the partial sums of C . h are
@@ -24,11 +27,6 @@
 
 #include "scan_args.h"
 #include "scan_math.cuh"
-
-#ifndef DIMEX_SCAN_TILE_TOKENS
-// Tokens per B/C tile: 64 measured within +-5 % of 32 (KERNEL_NOTES.md); 32 needs half the shared memory.
-#define DIMEX_SCAN_TILE_TOKENS 32
-#endif
 
 #ifndef DIMEX_SCAN_POLY_EVERY
 // One decay exp in DIMEX_SCAN_POLY_EVERY is computed with the FMA-pipe polynomial instead of the SFU
@@ -289,6 +287,35 @@ __device__ __forceinline__ void st_run(T* __restrict__ dst, int64_t stok, const 
   }
 }
 
+// A lane's NS consecutive floats (a B or C row slice in shared memory, a chunk state in the workspace), aligned
+// to their size up to 16 bytes, moved in the widest accesses that allows.
+template <int NS>
+__device__ __forceinline__ void load_vec(float* v, const float* src) {
+  if constexpr (NS >= 4) {
+#pragma unroll
+    for (int k = 0; k < NS; k += 4) {
+      const float4 x = *reinterpret_cast<const float4*>(src + k);
+      v[k] = x.x; v[k + 1] = x.y; v[k + 2] = x.z; v[k + 3] = x.w;
+    }
+  } else if constexpr (NS == 2) {
+    const float2 x = *reinterpret_cast<const float2*>(src);
+    v[0] = x.x; v[1] = x.y;
+  } else {
+    v[0] = src[0];
+  }
+}
+template <int NS>
+__device__ __forceinline__ void store_vec(float* dst, const float* v) {
+  if constexpr (NS >= 4) {
+#pragma unroll
+    for (int k = 0; k < NS; k += 4) *reinterpret_cast<float4*>(dst + k) = make_float4(v[k], v[k + 1], v[k + 2], v[k + 3]);
+  } else if constexpr (NS == 2) {
+    *reinterpret_cast<float2*>(dst) = make_float2(v[0], v[1]);
+  } else {
+    dst[0] = v[0];
+  }
+}
+
 // Whether the decay exp of (token index ii, lane state k) uses the FMA-pipe polynomial.
 template <int NS>
 __host__ __device__ constexpr bool use_poly(int ii, int k) {
@@ -302,34 +329,25 @@ struct Scanner {
   float h[NS];
   float A2[NS];
   float Dv, bias;
+  float dtsum;  // sum of dt over the chunk (state pass only)
   int softplus, has_z;
 
-  // One state update for token position p (in the sub-block) with the fp32 B/C row `bc` (2N floats).
+  // One state update for token position p (in the sub-block) with the fp32 B/C row `bc` (2N floats);
+  // returns this lane's part of C . h (kEmit), or 0 in the state pass (C is neither loaded nor used).
+  template <bool kEmit>
   __device__ __forceinline__ float step(const float* bc, int sl, float dt, float du, int ii) {
     float b[NS], c[NS];
-    if constexpr (NS >= 4) {
-#pragma unroll
-      for (int k = 0; k < NS; k += 4) {
-        const float4 bb = *reinterpret_cast<const float4*>(bc + sl * NS + k);
-        const float4 cc = *reinterpret_cast<const float4*>(bc + C::N + sl * NS + k);
-        b[k] = bb.x; b[k + 1] = bb.y; b[k + 2] = bb.z; b[k + 3] = bb.w;
-        c[k] = cc.x; c[k + 1] = cc.y; c[k + 2] = cc.z; c[k + 3] = cc.w;
-      }
-    } else if constexpr (NS == 2) {
-      const float2 bb = *reinterpret_cast<const float2*>(bc + sl * NS);
-      const float2 cc = *reinterpret_cast<const float2*>(bc + C::N + sl * NS);
-      b[0] = bb.x; b[1] = bb.y; c[0] = cc.x; c[1] = cc.y;
-    } else {
-      b[0] = bc[sl];
-      c[0] = bc[C::N + sl];
-    }
+    load_vec<NS>(b, bc + sl * NS);
+    if constexpr (kEmit) load_vec<NS>(c, bc + C::N + sl * NS);
     float y0 = 0.0f, y1 = 0.0f;  // two chains halve the dependent-FMA latency of C . h
 #pragma unroll
     for (int k = 0; k < NS; ++k) {
       const float x = dt * A2[k];
       const float dA = use_poly<NS>(ii, k) ? ex2_poly(x) : ex2_sfu(x);
       h[k] = fmaf(dA, h[k], b[k] * du);
-      if (k & 1) y1 = fmaf(c[k], h[k], y1); else y0 = fmaf(c[k], h[k], y0);
+      if constexpr (kEmit) {
+        if (k & 1) y1 = fmaf(c[k], h[k], y1); else y0 = fmaf(c[k], h[k], y0);
+      }
     }
     return y0 + y1;
   }
@@ -346,8 +364,9 @@ struct Scanner {
   // discarded by the select: two SFU ops per element wasted, instead of a branch per token).
   __device__ __forceinline__ float gate(float o, float z) const { return selp(has_z != 0, o * silu_acc(z), o); }
 
-  // S == 1: the lane owns the whole channel; everything stays in registers.
-  template <bool kFull>
+  // S == 1: the lane owns the whole channel; everything stays in registers. Without kEmit (state pass)
+  // only the state and the sum of dt are advanced.
+  template <bool kFull, bool kEmit>
   __device__ __forceinline__ void sub_block_s1(const uint8_t* su, const uint8_t* sd, const uint8_t* sz,
                                                const float* bcs, int t0, int L, T* orow, int64_t ostok, int wO,
                                                int nvalid) {
@@ -355,7 +374,7 @@ struct Scanner {
     uint32_t wu[kWords], wd[kWords], wz[kWords], wo[kWords];
     read_run<C>(wu, su, t0);
     read_run<C>(wd, sd, t0);
-    read_run<C>(wz, sz, t0);
+    if constexpr (kEmit) read_run<C>(wz, sz, t0);
     float prev = 0.0f;
 #pragma unroll
     for (int ii = 0; ii < C::kSB; ++ii) {
@@ -364,19 +383,24 @@ struct Scanner {
       float dt = dt_of(Elem<T>::get(wd, p));
       if (!kFull && t0 + p >= L) dt = 0.0f;  // past the end: identity update (trap 7)
       const float du = dt * uu;
-      const float y = step(bcs + p * 2 * C::N, 0, dt, du, ii);
-      const float o = gate(fmaf(Dv, uu, y), Elem<T>::get(wz, p));
-      if (ii & 1) {
-        if (kRev) Elem<T>::put2(wo, p, o, prev); else Elem<T>::put2(wo, p - 1, prev, o);
+      const float y = step<kEmit>(bcs + p * 2 * C::N, 0, dt, du, ii);
+      if constexpr (kEmit) {
+        const float o = gate(fmaf(Dv, uu, y), Elem<T>::get(wz, p));
+        if (ii & 1) {
+          if (kRev) Elem<T>::put2(wo, p, o, prev); else Elem<T>::put2(wo, p - 1, prev, o);
+        } else {
+          prev = o;
+        }
       } else {
-        prev = o;
+        dtsum += dt;
       }
     }
-    st_run<T, C::kRun>(orow, ostok, wo, nvalid, wO);
+    if constexpr (kEmit) st_run<T, C::kRun>(orow, ostok, wo, nvalid, wO);
   }
 
-  // S > 1: lanes of a group split the pointwise work by token and the states by index.
-  template <bool kFull>
+  // S > 1: lanes of a group split the pointwise work by token and the states by index. Without kEmit (state
+  // pass) only the state and the sum of dt (of all the group's tokens, in every lane) are advanced.
+  template <bool kFull, bool kEmit>
   __device__ __forceinline__ void sub_block_split(const uint8_t* su, const uint8_t* sd, const uint8_t* sz,
                                                   const float* bcs, float* scr, int grp, int sl, int t0, int L,
                                                   T* orun, int64_t ostok, int wO, int nvalid) {
@@ -398,7 +422,7 @@ struct Scanner {
         sdu[p0 + q] = dt * Elem<T>::get(wu, q);
       }
     }
-    read_run<C>(wz, sz, t0 + p0);
+    if constexpr (kEmit) read_run<C>(wz, sz, t0 + p0);
     __syncwarp();
     float yv[C::kSB];
     float4 dt4, du4;
@@ -412,34 +436,37 @@ struct Scanner {
       const int e = p & 3;
       const float dt = e == 0 ? dt4.x : e == 1 ? dt4.y : e == 2 ? dt4.z : dt4.w;
       const float du = e == 0 ? du4.x : e == 1 ? du4.y : e == 2 ? du4.z : du4.w;
-      yv[p] = step(bcs + p * 2 * C::N, sl, dt, du, ii);
+      yv[p] = step<kEmit>(bcs + p * 2 * C::N, sl, dt, du, ii);
+      if constexpr (!kEmit) dtsum += dt;
     }
-    // Reduce-scatter over the S lanes: lane sl ends with the full sums of positions [sl*V, sl*V + V).
-    constexpr int kSteps = S == 2 ? 1 : S == 4 ? 2 : S == 8 ? 3 : 4;
+    if constexpr (kEmit) {
+      // Reduce-scatter over the S lanes: lane sl ends with the full sums of positions [sl*V, sl*V + V).
+      constexpr int kSteps = S == 2 ? 1 : S == 4 ? 2 : S == 8 ? 3 : 4;
 #pragma unroll
-    for (int st = 0; st < kSteps; ++st) {
-      const int m = S >> (st + 1), cnt = C::kSB >> st;
-      const bool up = (sl & m) != 0;
+      for (int st = 0; st < kSteps; ++st) {
+        const int m = S >> (st + 1), cnt = C::kSB >> st;
+        const bool up = (sl & m) != 0;
 #pragma unroll
-      for (int q = 0; q < C::kSB / 2; ++q) {  // constant trip count, so that it unrolls before st does
-        if (q >= cnt / 2) break;
-        const float send = selp(up, yv[q], yv[q + cnt / 2]);
-        const float keep = selp(up, yv[q + cnt / 2], yv[q]);
-        yv[q] = keep + __shfl_xor_sync(0xffffffffu, send, m);
+        for (int q = 0; q < C::kSB / 2; ++q) {  // constant trip count, so that it unrolls before st does
+          if (q >= cnt / 2) break;
+          const float send = selp(up, yv[q], yv[q + cnt / 2]);
+          const float keep = selp(up, yv[q + cnt / 2], yv[q]);
+          yv[q] = keep + __shfl_xor_sync(0xffffffffu, send, m);
+        }
       }
-    }
-    float prev = 0.0f;
+      float prev = 0.0f;
 #pragma unroll
-    for (int q = 0; q < C::V; ++q) {
-      const float o = gate(fmaf(Dv, Elem<T>::get(wu, q), yv[q]), Elem<T>::get(wz, q));
-      if constexpr (C::V == 1) {
-        if constexpr (C::ES == 4) wo[0] = __float_as_uint(o);
-        else { Elem<T>::put2(wo, 0, o, 0.0f); }
-      } else {
-        if (q & 1) Elem<T>::put2(wo, q - 1, prev, o); else prev = o;
+      for (int q = 0; q < C::V; ++q) {
+        const float o = gate(fmaf(Dv, Elem<T>::get(wu, q), yv[q]), Elem<T>::get(wz, q));
+        if constexpr (C::V == 1) {
+          if constexpr (C::ES == 4) wo[0] = __float_as_uint(o);
+          else { Elem<T>::put2(wo, 0, o, 0.0f); }
+        } else {
+          if (q & 1) Elem<T>::put2(wo, q - 1, prev, o); else prev = o;
+        }
       }
+      st_run<T, RB>(orun, ostok, wo, nvalid, wO);
     }
-    st_run<T, RB>(orun, ostok, wo, nvalid, wO);
   }
 };
 
@@ -466,6 +493,12 @@ __global__ void __launch_bounds__(128, min_blocks<NS, S>()) scan_fwd_kernel(cons
   const int grp = lane / S, sl = lane % S;
   const int L = a.L;
 
+  const int jc = blockIdx.y;                           // chunk, in processing order
+  const int jt = kRev ? a.nchunk - 1 - jc : jc;        // the same chunk in token order
+  const int tok0 = jt * a.chunk_len;                   // a multiple of kT
+  const int tok1 = min(L, tok0 + a.chunk_len);
+  const bool emit = !a.state_pass;
+
   const int cb = blockIdx.x % a.nblk;
   const int bg = blockIdx.x / a.nblk;
   const int g = bg % a.G;
@@ -487,6 +520,20 @@ __global__ void __launch_bounds__(128, min_blocks<NS, S>()) scan_fwd_kernel(cons
   sc.bias = a.bias ? a.bias[d] : 0.0f;
   sc.softplus = a.softplus;
   sc.has_z = a.has_z;
+  sc.dtsum = 0.0f;
+  // Workspace row of this lane's channel (clamped like d for invalid lanes, which store nothing).
+  const int64_t wrow = b * (static_cast<int64_t>(a.G) * a.Dg) + d;
+  if (emit && jc > 0) {
+    // Output pass: the state entering chunk jc, combined in order over the chunks before it:
+    // h <- 2^(A log2e * sum dt) h + h_end (the affine maps of consecutive chunks composed).
+    for (int i = 0; i < jc; ++i) {
+      const float s = a.ws_s[i * a.rows + wrow];
+      float he[NS];
+      load_vec<NS>(he, a.ws_h + (i * a.rows + wrow) * C::N + sl * NS);
+#pragma unroll
+      for (int k = 0; k < NS; ++k) sc.h[k] = fmaf(ex2_sfu(sc.A2[k] * s), sc.h[k], he[k]);
+    }
+  }
 
   const T* u = static_cast<const T*>(a.u);
   const T* dl = static_cast<const T*>(a.delta);
@@ -505,29 +552,32 @@ __global__ void __launch_bounds__(128, min_blocks<NS, S>()) scan_fwd_kernel(cons
 
   uint8_t* stage = smem + C::kOffStage;
   float* scr = reinterpret_cast<float*>(smem + C::kOffScr) + warp * C::kScrWarp;
-  const int nsb = (L + C::kSB - 1) / C::kSB;
-  const int ntiles = (L + C::kT - 1) / C::kT;
+  // The chunk's sub-blocks [sb0, sb1) and tiles [tl0, tl1), walked backwards for reverse.
+  const int sb0 = tok0 / C::kSB, sb1 = (tok1 + C::kSB - 1) / C::kSB;
+  const int tl0 = tok0 / C::kT, tl1 = (tok1 + C::kT - 1) / C::kT;
+  const int nsb = sb1 - sb0;
+  const int ntiles = tl1 - tl0;
   constexpr int kSBperT = C::kT / C::kSB;
 
-  auto sb_at = [&](int i) { return kRev ? nsb - 1 - i : i; };
+  auto sb_at = [&](int i) { return kRev ? sb1 - 1 - i : sb0 + i; };
   auto stage_all = [&](int buf, int j) {
     if (!cvalid) return;  // nothing of an invalid channel is stored; its stale slots are harmless
     const int tr = j * C::kSB + sl * C::V;
     copy_run<C>(slot_ptr<C>(stage, buf, 0, tid), urow, a.su[2], tr, L, a.wU);
     copy_run<C>(slot_ptr<C>(stage, buf, 1, tid), drow, a.sdl[2], tr, L, a.wDl);
-    if (a.has_z) copy_run<C>(slot_ptr<C>(stage, buf, 2, tid), zrow, a.sz[2], tr, L, a.wZ);
+    if (a.has_z && emit) copy_run<C>(slot_ptr<C>(stage, buf, 2, tid), zrow, a.sz[2], tr, L, a.wZ);
   };
-  auto bc_tile = [&](int c) { return kRev ? ntiles - 1 - c : c; };  // tile index of the c-th tile processed
+  auto bc_tile = [&](int c) { return kRev ? tl1 - 1 - c : tl0 + c; };  // tile index of the c-th tile processed
   auto bcf_buf = [&](int c) { return bcf + (c & 1) * C::kBcfFloats; };
   // Starts loading the c-th tile: into the raw buffer (cp.async path) or straight into its fp32 buffer.
   auto bc_issue = [&](int c) {
     const int tk0 = bc_tile(c) * C::kT;
     load_bc<C>(raw, bcf_buf(c), 0, Bm, offB, a.sB[2], a.sB[3], tk0, L, a.N, a.wB, a.tfB, tid);
-    load_bc<C>(raw, bcf_buf(c), C::N, Cm, offC, a.sC[2], a.sC[3], tk0, L, a.N, a.wC, a.tfC, tid);
+    if (emit) load_bc<C>(raw, bcf_buf(c), C::N, Cm, offC, a.sC[2], a.sC[3], tk0, L, a.N, a.wC, a.tfC, tid);
   };
   auto bc_convert = [&](int c) {
     if (a.wB > 0) convert_bc<C, T>(raw, bcf_buf(c), 0, tid);
-    if (a.wC > 0) convert_bc<C, T>(raw, bcf_buf(c), C::N, tid);
+    if (a.wC > 0 && emit) convert_bc<C, T>(raw, bcf_buf(c), C::N, tid);
   };
 
   // Prologue: first sub-block's u/delta/z and first tile's B/C.
@@ -563,12 +613,27 @@ __global__ void __launch_bounds__(128, min_blocks<NS, S>()) scan_fwd_kernel(cons
       const int tr = t0 + sl * C::V;  // first token of this lane's run (the whole sub-block if S == 1)
       const int nvalid = cvalid ? max(0, min(C::V, L - tr)) : 0;
       T* o = orow + tr * a.so[2];
+      // CTA-uniform choice of one of four unrolled bodies (a branch inside one would split its tokens).
       if constexpr (S == 1) {
-        if (full) sc.template sub_block_s1<true>(su, sd, sz, bcs, t0, L, o, a.so[2], a.wO, nvalid);
-        else sc.template sub_block_s1<false>(su, sd, sz, bcs, t0, L, o, a.so[2], a.wO, nvalid);
+        if (emit) {
+          if (full) sc.template sub_block_s1<true, true>(su, sd, sz, bcs, t0, L, o, a.so[2], a.wO, nvalid);
+          else sc.template sub_block_s1<false, true>(su, sd, sz, bcs, t0, L, o, a.so[2], a.wO, nvalid);
+        } else {
+          if (full) sc.template sub_block_s1<true, false>(su, sd, sz, bcs, t0, L, o, a.so[2], a.wO, nvalid);
+          else sc.template sub_block_s1<false, false>(su, sd, sz, bcs, t0, L, o, a.so[2], a.wO, nvalid);
+        }
       } else {
-        if (full) sc.template sub_block_split<true>(su, sd, sz, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
-        else sc.template sub_block_split<false>(su, sd, sz, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
+        if (emit) {
+          if (full)
+            sc.template sub_block_split<true, true>(su, sd, sz, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
+          else
+            sc.template sub_block_split<false, true>(su, sd, sz, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
+        } else {
+          if (full)
+            sc.template sub_block_split<true, false>(su, sd, sz, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
+          else
+            sc.template sub_block_split<false, false>(su, sd, sz, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
+        }
       }
     }
     __syncwarp();
@@ -579,6 +644,10 @@ __global__ void __launch_bounds__(128, min_blocks<NS, S>()) scan_fwd_kernel(cons
       __syncthreads();
       ++c;
     }
+  }
+  if (!emit && cvalid) {  // state pass: this chunk's end state (scanned from h = 0) and its sum of dt
+    store_vec<NS>(a.ws_h + (jc * a.rows + wrow) * C::N + sl * NS, sc.h);
+    if (sl == 0) a.ws_s[jc * a.rows + wrow] = sc.dtsum;
   }
 }
 

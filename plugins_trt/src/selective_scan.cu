@@ -6,8 +6,10 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 
@@ -31,19 +33,39 @@ constexpr Config kCfg32[] = {{16, 2}, {4, 8}};
 constexpr Config kCfg64[] = {{16, 4}, {4, 16}};
 
 // Relative cost per element of splitting a channel over S lanes (shuffles, broadcast reads, B/C
-// conversion shared by fewer channels), fitted to the forced-split sweep on the H100 (KERNEL_NOTES.md).
+// conversion shared by fewer channels), fitted to the forced-split and forced-chunk sweeps on the H100
+// (KERNEL_NOTES.md, v3).
+// S = 1 (16 states per lane, 3 CTAs per SM) is fitted at full load only; it never wins at small batch.
 double split_cost(int s) {
   switch (s) {
-    case 1: return 1.00;
+    case 1: return 1.59;
     case 2: return 1.00;
-    case 4: return 1.03;
-    case 8: return 1.25;
-    default: return 1.30;
+    case 4: return 1.16;
+    case 8: return 1.58;
+    default: return 2.54;
   }
 }
 
-// Resident warps an SM needs to reach its throughput (same fit).
-constexpr double kSaturatingWarps = 14.0;
+// Throughput of an SM as a function of its resident warps: (warps / kSaturatingWarps)^kRateExponent, at most 1
+// (same fit).
+constexpr double kSaturatingWarps = 14.8;
+constexpr double kRateExponent = 0.575;
+
+// Time model of a launch in nanoseconds (same fit): estimate() units per token, fixed cost of a launch, and
+// per-CTA start-up in token equivalents. Fitted jointly (180 timings: the v2 forced-split sweep and the v3
+// forced-chunk sweep at B = 1; rms error 4.4 %).
+constexpr double kNsPerUnitToken = 1.19;
+constexpr double kLaunchNs = 3100.0;
+constexpr double kCtaTokens = 4.0;
+// Sequence split: cost of a state-pass token relative to an output-pass one (no C . h, gate, z or store),
+// and of combining one earlier chunk's state in the output pass's prologue, in token equivalents.
+constexpr double kStatePassCost = 0.56;
+constexpr double kCombineTokens = 0.36;
+constexpr int kTile = DIMEX_SCAN_TILE_TOKENS;  // chunks are whole B/C tiles
+constexpr int kMaxChunks = 64;
+// Rows (batch * dim * (chunks - 1)) of chunk states a split may use: bounds the workspace independently of
+// the device (about 1000 channels per SM of a 132-SM GPU, more than a split ever needs to fill it).
+constexpr int64_t kMaxStateRows = 131072;
 
 KernelInfo kernel_info(dimex_dtype dt, Config c) {
   switch (dt) {
@@ -113,11 +135,13 @@ int occupancy(KernelFn fn, int smem, int dev) {
   return occ;
 }
 
-// Estimated time (arbitrary units) of one configuration: CTAs are whole channel groups that run for
-// the full sequence, so the busiest SM decides; an SM needs kSaturatingWarps resident warps to reach
-// its throughput, and a last, partial wave of CTAs runs at the rate of its own warps.
+// Estimated time per token (arbitrary units) of one launch: CTAs are whole channel groups that run for
+// the same number of tokens, so the busiest SM decides; an SM needs kSaturatingWarps resident warps to
+// reach its throughput, and a last, partial wave of CTAs runs at the rate of its own warps.
 double estimate(int64_t ctas, int occ, int sms, int dc, double cost) {
-  auto rate = [](double warps) { return warps >= kSaturatingWarps ? 1.0 : warps / kSaturatingWarps; };
+  auto rate = [](double warps) {
+    return warps >= kSaturatingWarps ? 1.0 : std::pow(warps / kSaturatingWarps, kRateExponent);
+  };
   const int64_t slots = static_cast<int64_t>(occ) * sms;
   const double per_cta = dc * cost;
   if (ctas <= slots) {
@@ -133,7 +157,33 @@ double estimate(int64_t ctas, int occ, int sms, int dc, double cost) {
   return t;
 }
 
+// Time (ns) of one launch of `ctas` CTAs of dc channels that each walk `tokens` tokens.
+double launch_ns(int64_t ctas, int occ, int sms, int dc, double cost, double tokens) {
+  return kLaunchNs + estimate(ctas, occ, sms, dc, cost) * (tokens + kCtaTokens) * kNsPerUnitToken;
+}
+
 int elem_size(dimex_dtype dt) { return dt == DIMEX_FLOAT32 ? 4 : 2; }
+
+// dstate rounded up to a compiled size: the state stride of the workspace and the kernel's N.
+int padded_dstate(int64_t n) { return n <= 16 ? 16 : n <= 32 ? 32 : 64; }
+
+// Chunks of a split into (about) k chunks: whole tiles of `len` tokens, `count` of them (the last may be short).
+struct Chunks {
+  int len, count;
+};
+Chunks chunks_of(int L, int k) {
+  const int per = (L + k - 1) / k;
+  const int len = (per + kTile - 1) / kTile * kTile;
+  return Chunks{len, (L + len - 1) / len};
+}
+
+// Rows of chunk states a split of (batch, dim, seqlen) may need: the workspace bound of the ABI.
+int64_t max_state_rows(int64_t batch, int64_t dim, int64_t seqlen) {
+  const int64_t kmax = (seqlen + kTile - 1) / kTile;
+  if (kmax <= 1) return 0;
+  if (batch >= kMaxStateRows || batch * dim >= kMaxStateRows) return kMaxStateRows;
+  return std::min<int64_t>(kMaxStateRows, (std::min<int64_t>(kmax, kMaxChunks) - 1) * batch * dim);
+}
 
 // Widest vector (bytes, <= 16) for copies along a contiguous token dimension, or 0 if the token
 // dimension is strided or rows are not even 4-byte aligned (then the element path is used).
@@ -149,10 +199,11 @@ int vec_width(const void* ptr, const int64_t* s, int nlead, int64_t stok, int es
   return 0;
 }
 
-// Which configuration to run: the environment variable DIMEX_SCAN_FORCE_SPLIT (lanes per channel)
-// overrides the estimate; it exists for benchmarking and tests.
-int forced_split() {
-  const char* e = std::getenv("DIMEX_SCAN_FORCE_SPLIT");
+// Which configuration to run: the environment variables DIMEX_SCAN_FORCE_SPLIT (lanes per channel) and
+// DIMEX_SCAN_FORCE_CHUNKS (sequence chunks, 1 = none) override the estimate; they exist for benchmarks
+// and tests. A forced choice that is not possible here (not compiled, too little workspace) is ignored.
+int env_int(const char* name) {
+  const char* e = std::getenv(name);
   return e ? std::atoi(e) : 0;
 }
 
@@ -165,7 +216,8 @@ DIMEX_EXPORT const char* dimex_status_string(int status) {
   switch (status) {
     case DIMEX_OK: return "ok";
     case DIMEX_ERR_INVALID_ARGUMENT:
-      return "invalid argument (null pointer, non-positive size, or ngroups not dividing dim)";
+      return "invalid argument (null pointer, non-positive or too large size, ngroups not dividing dim, or a "
+             "misaligned workspace)";
     case DIMEX_ERR_UNSUPPORTED: return "unsupported (dstate > 64 or unknown dtype)";
     case DIMEX_ERR_CUDA: return "CUDA launch error (see cudaGetLastError)";
     default: return "unknown dimex status";
@@ -182,7 +234,7 @@ DIMEX_EXPORT int dimex_selective_scan_fwd(const dimex_scan_params* p, cudaStream
   if (p->dstate > 64) return DIMEX_ERR_UNSUPPORTED;
   if (p->dtype != DIMEX_FLOAT32 && p->dtype != DIMEX_FLOAT16 && p->dtype != DIMEX_BFLOAT16)
     return DIMEX_ERR_UNSUPPORTED;
-  if (p->seqlen > INT_MAX / 2 || p->dim > INT_MAX / 2) return DIMEX_ERR_INVALID_ARGUMENT;
+  if (p->seqlen > INT_MAX / 2 || p->dim > INT_MAX / 2 || p->batch > INT_MAX) return DIMEX_ERR_INVALID_ARGUMENT;
 
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return DIMEX_ERR_CUDA;
@@ -190,15 +242,28 @@ DIMEX_EXPORT int dimex_selective_scan_fwd(const dimex_scan_params* p, cudaStream
 
   const int es = elem_size(p->dtype);
   const int dg = static_cast<int>(p->dim / p->ngroups);
-  const int ncap = p->dstate <= 16 ? 16 : p->dstate <= 32 ? 32 : 64;
+  const int ncap = padded_dstate(p->dstate);
   const Config* cands = ncap == 16 ? kCfg16 : ncap == 32 ? kCfg32 : kCfg64;
   const int ncand = ncap == 16 ? 5 : 2;
 
+  // Workspace rows available to a split.
+  const bool has_ws = p->workspace != nullptr && p->workspace_bytes > 0;
+  if (has_ws && reinterpret_cast<uintptr_t>(p->workspace) % DIMEX_SCAN_WORKSPACE_ALIGN != 0)
+    return DIMEX_ERR_INVALID_ARGUMENT;
+  const int64_t rows = p->batch * p->dim;
+  const int64_t ws_rows = has_ws ? std::min<int64_t>(max_state_rows(p->batch, p->dim, p->seqlen),
+                                                     static_cast<int64_t>(p->workspace_bytes /
+                                                                          ((ncap + 1) * sizeof(float))))
+                                 : 0;
+  const int L = static_cast<int>(p->seqlen);
+  const int kmax = static_cast<int>(std::min<int64_t>(kMaxChunks, (L + kTile - 1) / kTile));
+
   KernelInfo best{nullptr, nullptr, 0, 0};
-  auto choose = [&](int force) {
+  Chunks best_ch{L, 1};
+  auto choose = [&](int force_s, int force_k) {
     double best_t = 0.0;
     for (int i = 0; i < ncand; ++i) {
-      if (force > 0 && cands[i].s != force) continue;
+      if (force_s > 0 && cands[i].s != force_s) continue;
       const KernelInfo ki = kernel_info(p->dtype, cands[i]);
       if (!ki.fwd) continue;
       const int occ = occupancy(ki.fwd, ki.smem, dev);
@@ -206,17 +271,29 @@ DIMEX_EXPORT int dimex_selective_scan_fwd(const dimex_scan_params* p, cudaStream
       const int64_t nblk = (dg + ki.dc - 1) / ki.dc;
       const int64_t ctas = p->batch * p->ngroups * nblk;
       if (ctas > INT_MAX) continue;
-      const double t = estimate(ctas, occ, sms, ki.dc, split_cost(cands[i].s));
-      if (!best.fwd || t < best_t) {
-        best = ki;
-        best_t = t;
+      const double cost = split_cost(cands[i].s);
+      for (int k = 1; k <= kmax; ++k) {
+        if (force_k > 0 && k != std::min(force_k, kmax)) continue;
+        const Chunks ch = k == 1 ? Chunks{L, 1} : chunks_of(L, k);
+        if (ch.count < k && force_k <= 0) continue;  // the same split as a smaller k
+        if ((ch.count - 1) * rows > ws_rows) continue;
+        const double t = ch.count == 1
+                             ? launch_ns(ctas, occ, sms, ki.dc, cost, L)
+                             : launch_ns(ctas * (ch.count - 1), occ, sms, ki.dc, cost, kStatePassCost * ch.len) +
+                                   launch_ns(ctas * ch.count, occ, sms, ki.dc, cost,
+                                             ch.len + kCombineTokens * (ch.count - 1));
+        if (!best.fwd || t < best_t) {
+          best = ki;
+          best_ch = ch;
+          best_t = t;
+        }
       }
     }
   };
-  // A forced split that is not compiled for this dstate falls back to the estimate.
-  const int force = forced_split();
-  if (force > 0) choose(force);
-  if (!best.fwd) choose(0);
+  const int force_s = env_int("DIMEX_SCAN_FORCE_SPLIT"), force_k = env_int("DIMEX_SCAN_FORCE_CHUNKS");
+  if (force_s > 0 || force_k > 0) choose(force_s, force_k);
+  if (!best.fwd && force_k > 0) choose(force_s, 0);
+  if (!best.fwd) choose(0, 0);
   if (!best.fwd) return DIMEX_ERR_CUDA;
 
   ScanArgs a{};
@@ -239,7 +316,7 @@ DIMEX_EXPORT int dimex_selective_scan_fwd(const dimex_scan_params* p, cudaStream
     a.sB[k] = p->B_stride[k];
     a.sC[k] = p->C_stride[k];
   }
-  a.L = static_cast<int>(p->seqlen);
+  a.L = L;
   a.Dg = dg;
   a.G = static_cast<int>(p->ngroups);
   a.N = static_cast<int>(p->dstate);
@@ -254,15 +331,34 @@ DIMEX_EXPORT int dimex_selective_scan_fwd(const dimex_scan_params* p, cudaStream
   a.tfC = p->C_stride[3] <= p->C_stride[2];
   a.softplus = p->delta_softplus != 0;
   a.has_z = p->z != nullptr;
+  a.chunk_len = best_ch.len;
+  a.nchunk = best_ch.count;
+  a.rows = rows;
+  if (best_ch.count > 1) {
+    a.ws_h = static_cast<float*>(p->workspace);
+    a.ws_s = a.ws_h + (best_ch.count - 1) * rows * ncap;
+  }
 
   const int64_t ctas = p->batch * p->ngroups * a.nblk;
   KernelFn fn = p->reverse ? best.rev : best.fwd;
   if (p->reverse && occupancy(fn, best.smem, dev) <= 0) return DIMEX_ERR_CUDA;
   (void)cudaGetLastError();  // drop stale, non-sticky errors of the queries above
-  void* kargs[] = {&a};
-  if (cudaLaunchKernel(reinterpret_cast<const void*>(fn), dim3(static_cast<unsigned>(ctas)), dim3(128), kargs,
-                       static_cast<size_t>(best.smem), stream) != cudaSuccess)
-    return DIMEX_ERR_CUDA;
+  auto launch = [&](int state_pass, int nchunks) {
+    a.state_pass = state_pass;
+    void* kargs[] = {&a};
+    return cudaLaunchKernel(reinterpret_cast<const void*>(fn), dim3(static_cast<unsigned>(ctas), nchunks), dim3(128),
+                            kargs, static_cast<size_t>(best.smem), stream) == cudaSuccess;
+  };
+  // Split: the state pass over every chunk but the last, then the output pass over all of them.
+  if (best_ch.count > 1 && !launch(1, best_ch.count - 1)) return DIMEX_ERR_CUDA;
+  if (!launch(0, best_ch.count)) return DIMEX_ERR_CUDA;
   // Peek, not Get: the cause stays readable through cudaGetLastError(), as the header promises.
   return cudaPeekAtLastError() == cudaSuccess ? DIMEX_OK : DIMEX_ERR_CUDA;
+}
+
+DIMEX_EXPORT size_t dimex_selective_scan_workspace_size(const dimex_scan_params* p) {
+  using namespace dimex;
+  if (p == nullptr || p->batch <= 0 || p->dim <= 0 || p->seqlen <= 0 || p->dstate <= 0 || p->dstate > 64) return 0;
+  return static_cast<size_t>(max_state_rows(p->batch, p->dim, p->seqlen)) * (padded_dstate(p->dstate) + 1) *
+         sizeof(float);
 }

@@ -12,9 +12,10 @@
 //     configurePlugin / onShapeChange with valid and invalid descriptors (invalid: non-zero and a logged error),
 //     getWorkspaceSize, getTimingCacheID, getFieldsToSerialize -> createPlugin(kRUNTIME) -> attachToContext;
 //   * GPU (when a CUDA device is present): enqueue on device buffers for fp32/fp16/bf16 x has_z x reverse x groups 1/2
-//     (plus dstate 5/64, delta_softplus 0, length 1, a DiM-sized case and every kernel split), compared with a
-//     float64 CPU reference of the scan; the serialized round trip and a CUDA-graph capture must reproduce the
-//     output bit for bit; enqueue with bad descriptors or pointers must fail cleanly.
+//     (plus dstate 5/64, delta_softplus 0, length 1, a DiM-sized case, every kernel split and forced sequence
+//     chunks), compared with a float64 CPU reference of the scan, each with the workspace of getWorkspaceSize
+//     (sequence split allowed) and without one; the serialized round trip and a CUDA-graph capture must reproduce
+//     the output bit for bit; enqueue with bad descriptors or pointers must fail cleanly.
 //
 // Usage: test_plugin_harness [--cpu-only | --probe-first-capture] [--lib PATH] [--static-lib PATH] [--quiet]
 // Exit status: 0 all passed; 1 a check failed; 77 only the interface checks ran (no CUDA device; ctest: skipped).
@@ -917,7 +918,16 @@ void testPluginInterfaces(IPluginCreatorV3One* creator)
                 std::string("configurePlugin accepts a dynamic profile (batch 1..8, seqlen 1..4096, -1 in desc), ")
                     + typeName(t));
         }
-        check(b->getWorkspaceSize(st.data(), kNbIn, st.data() + kNbIn, 1) == 0, "getWorkspaceSize = 0");
+        // The kernel's documented bound: (min(ceil(L / 32), 64) - 1) * B * D chunk states (at most 131072) of
+        // (dstate padded to 16) + 1 floats, from the profile's largest shapes.
+        auto const dyn = dynamicDescs(lo, hi, DataType::kHALF);
+        auto const shortSeq = dynamicDescs(Shape{2, 96, 32, 16, 2}, Shape{2, 96, 32, 16, 2}, DataType::kHALF);
+        size_t const wsStatic = b->getWorkspaceSize(st.data(), kNbIn, st.data() + kNbIn, 1);
+        size_t const wsDynamic = b->getWorkspaceSize(dyn.data(), kNbIn, dyn.data() + kNbIn, 1);
+        size_t const wsShort = b->getWorkspaceSize(shortSeq.data(), kNbIn, shortSeq.data() + kNbIn, 1);
+        check(wsStatic == 16u * 2 * 96 * 17 * 4 && wsDynamic == 63u * 8 * 96 * 17 * 4 && wsShort == 0,
+            "getWorkspaceSize: the sequence split's chunk states for the profile's largest shapes (" + std::to_string(wsStatic)
+                + ", " + std::to_string(wsDynamic) + " bytes), none for seqlen 32 (" + std::to_string(wsShort) + ")");
         char const* id = b->getTimingCacheID();
         PluginPtr rev = createFromAttrs(creator, {1, 1, 1});
         check(id && std::strlen(id) > 0 && rev && std::strcmp(id, build(rev.get())->getTimingCacheID()) != 0,
@@ -1221,6 +1231,7 @@ struct DeviceBuffers
     void* in[kNbIn]{};
     void* out{nullptr};
     size_t outBytes{0};
+    void* workspace{nullptr}; // what TensorRT would hand to enqueue: getWorkspaceSize of the profile
     ~DeviceBuffers()
     {
         for (void* p : in)
@@ -1228,6 +1239,8 @@ struct DeviceBuffers
                 cudaFree(p);
         if (out)
             cudaFree(out);
+        if (workspace)
+            cudaFree(workspace);
     }
 };
 
@@ -1246,9 +1259,11 @@ bool upload(Problem const& p, DeviceBuffers& buf)
     return CUDA_OK(cudaMalloc(&buf.out, buf.outBytes));
 }
 
-// Plays TensorRT's sequence for one plugin: configurePlugin (build), onShapeChange + enqueue (runtime).
+// Plays TensorRT's sequence for one plugin: configurePlugin and getWorkspaceSize (build; the workspace is allocated
+// once per buffer set), onShapeChange + enqueue (runtime). Without `useWorkspace` enqueue gets none, as TensorRT
+// passes when the size is 0: the kernel then runs without the sequence split.
 int32_t runPlugin(IPluginV3* plugin, Problem const& p, DeviceBuffers& buf, cudaStream_t stream, bool configure,
-    std::vector<uint8_t>& result)
+    std::vector<uint8_t>& result, bool useWorkspace = true)
 {
     if (configure)
     {
@@ -1262,6 +1277,11 @@ int32_t runPlugin(IPluginV3* plugin, Problem const& p, DeviceBuffers& buf, cudaS
         {
             return -100;
         }
+        size_t const wsBytes = build(plugin)->getWorkspaceSize(dyn.data(), kNbIn, dyn.data() + kNbIn, 1);
+        if (buf.workspace == nullptr && wsBytes > 0 && !CUDA_OK(cudaMalloc(&buf.workspace, wsBytes)))
+        {
+            return -105;
+        }
     }
     auto const d = tensorDescs(p.s, p.type);
     IPluginV3OneRuntime* r = runtime(plugin);
@@ -1274,7 +1294,8 @@ int32_t runPlugin(IPluginV3* plugin, Problem const& p, DeviceBuffers& buf, cudaS
         return -102;
     }
     void* outs[1] = {buf.out};
-    int32_t const rc = r->enqueue(d.data(), d.data() + kNbIn, buf.in, outs, nullptr, stream);
+    int32_t const rc = r->enqueue(d.data(), d.data() + kNbIn, buf.in, outs, useWorkspace ? buf.workspace : nullptr,
+        stream);
     if (rc != 0)
     {
         return rc;
@@ -1361,18 +1382,28 @@ void runCase(IPluginCreatorV3One* creator, Shape s, DataType t, Attrs a, uint32_
     }
     double const u = unitRoundoff(t);
     double const tol = t == DataType::kFLOAT ? 1e-5 : u;
-    ErrorStats const e = compare(decode(out1, t), ref, u);
-    char msg[512];
-    std::snprintf(msg, sizeof(msg),
-        "%s: rel L2 %.3e (tol %.2e), max abs %.3e, max abs/rms %.3e, non-finite %lld, elementwise > 2u|ref| + "
-        "1e-4 rms: %lld  [ref %.0f ms]",
-        name, e.relL2, tol, e.maxAbs, e.maxRelToRms, static_cast<long long>(e.nonFinite),
-        static_cast<long long>(e.elementViolations), refMs);
-    check(e.nonFinite == 0 && e.relL2 <= tol && e.elementViolations == 0, msg);
-    int const ti = typeIndex(t);
-    sum.worstRelL2[ti] = std::max(sum.worstRelL2[ti], e.relL2);
-    sum.worstMaxAbs[ti] = std::max(sum.worstMaxAbs[ti], e.maxAbs);
-    sum.cases[ti]++;
+    auto checkOutput = [&](std::vector<uint8_t> const& out, char const* how) {
+        ErrorStats const e = compare(decode(out, t), ref, u);
+        char msg[512];
+        std::snprintf(msg, sizeof(msg),
+            "%s%s: rel L2 %.3e (tol %.2e), max abs %.3e, max abs/rms %.3e, non-finite %lld, elementwise > 2u|ref| + "
+            "1e-4 rms: %lld  [ref %.0f ms]",
+            name, how, e.relL2, tol, e.maxAbs, e.maxRelToRms, static_cast<long long>(e.nonFinite),
+            static_cast<long long>(e.elementViolations), refMs);
+        check(e.nonFinite == 0 && e.relL2 <= tol && e.elementViolations == 0, msg);
+        int const ti = typeIndex(t);
+        sum.worstRelL2[ti] = std::max(sum.worstRelL2[ti], e.relL2);
+        sum.worstMaxAbs[ti] = std::max(sum.worstMaxAbs[ti], e.maxAbs);
+        sum.cases[ti]++;
+    };
+    checkOutput(out1, "");
+    // The same enqueue without a workspace (one pass, no sequence split).
+    std::vector<uint8_t> out0;
+    int32_t const rc0 = runPlugin(plugin.get(), p, buf, stream, false, out0, false);
+    if (check(rc0 == 0, std::string("enqueue without workspace ") + name + " (rc " + std::to_string(rc0) + ")"))
+    {
+        checkOutput(out0, " [no workspace]");
+    }
 
     // Engine round trip: serialized fields -> createPlugin(kRUNTIME) -> attachToContext -> same bits.
     PluginFieldCollection const* fc = runtime(plugin.get())->getFieldsToSerialize();
@@ -1392,8 +1423,9 @@ void runCase(IPluginCreatorV3One* creator, Shape s, DataType t, Attrs a, uint32_
         cudaGraphExec_t ge = nullptr;
         bool ok = CUDA_OK(cudaMemset(buf.out, 0, buf.outBytes))
             && CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-        int32_t const rcg = ok ? runtime(ctx.get())->enqueue(d.data(), d.data() + kNbIn, buf.in, outs, nullptr, stream)
-                               : -1;
+        int32_t const rcg = ok
+            ? runtime(ctx.get())->enqueue(d.data(), d.data() + kNbIn, buf.in, outs, buf.workspace, stream)
+            : -1;
         ok = CUDA_OK(cudaStreamEndCapture(stream, &g)) && ok && rcg == 0;
         ok = ok && CUDA_OK(cudaGraphInstantiate(&ge, g, 0)) && CUDA_OK(cudaGraphLaunch(ge, stream))
             && CUDA_OK(cudaGraphLaunch(ge, stream)) && CUDA_OK(cudaStreamSynchronize(stream));
@@ -1570,6 +1602,18 @@ void testGpu(IPluginCreatorV3One* creator)
         runCase(creator, {2, 128, 333, 16, 2}, DataType::kHALF, {1, 1, 1}, seed++, stream, sum, label.c_str());
     }
     unsetenv("DIMEX_SCAN_FORCE_SPLIT");
+    // Sequence split forced to a few chunk counts (DIMEX_SCAN_FORCE_CHUNKS), both directions, graph capture too.
+    for (char const* chunks : {"2", "5", "16"})
+    {
+        setenv("DIMEX_SCAN_FORCE_CHUNKS", chunks, 1);
+        std::string const label = std::string("[chunks ") + chunks + "]";
+        for (int32_t reverse : {0, 1})
+        {
+            runCase(creator, {1, 256, 1500, 16, 2}, DataType::kHALF, {1, reverse, 1}, seed++, stream, sum,
+                label.c_str(), reverse == 1);
+        }
+    }
+    unsetenv("DIMEX_SCAN_FORCE_CHUNKS");
     testEnqueueErrors(creator, stream);
     cudaStreamDestroy(stream);
     std::printf("GPU summary (worst over cases): fp32 %d cases rel L2 %.3e max abs %.3e | fp16 %d cases rel L2 %.3e "

@@ -439,10 +439,22 @@ int32_t DimSelectiveScanPlugin::configurePlugin(
     return -1;
 }
 
-size_t DimSelectiveScanPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* /*inputs*/, int32_t /*nbInputs*/,
+size_t DimSelectiveScanPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
     DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
 {
-    return 0; // the kernel keeps its state in registers: no scratch memory at any size
+    // Chunk states of the kernel's sequence split. The library's bound for the profile's largest shapes also
+    // covers every smaller shape, so enqueue may use dimex_selective_scan_workspace_size of its own shapes.
+    if (inputs == nullptr || nbInputs != kNbInputs || inputs[kU].max.nbDims != 3 || inputs[kB].max.nbDims != 4)
+    {
+        return 0;
+    }
+    dimex_scan_params p;
+    std::memset(&p, 0, sizeof(p));
+    p.batch = inputs[kU].max.d[0];
+    p.dim = inputs[kU].max.d[1];
+    p.seqlen = inputs[kU].max.d[2];
+    p.dstate = inputs[kB].max.d[2];
+    return dimex_selective_scan_workspace_size(&p);
 }
 
 char const* DimSelectiveScanPlugin::getTimingCacheID() noexcept
@@ -492,7 +504,7 @@ int32_t DimSelectiveScanPlugin::onShapeChange(
 }
 
 int32_t DimSelectiveScanPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
-    void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept
+    void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
     try
     {
@@ -573,6 +585,9 @@ int32_t DimSelectiveScanPlugin::enqueue(PluginTensorDesc const* inputDesc, Plugi
         p.out = outputs[0];
         p.delta_softplus = mAttrs.deltaSoftplus;
         p.reverse = mAttrs.reverse;
+        // TensorRT allocated getWorkspaceSize(profile maximum) >= this bound of the actual shapes.
+        p.workspace = workspace;
+        p.workspace_bytes = workspace != nullptr ? dimex_selective_scan_workspace_size(&p) : 0;
 
         int const status = dimex_selective_scan_fwd(&p, stream);
         if (status != DIMEX_OK)

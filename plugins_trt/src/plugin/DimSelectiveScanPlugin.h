@@ -8,7 +8,7 @@
 // I/O (always 8 inputs, 1 output; T in {kFLOAT, kHALF, kBF16}, all tensors kLINEAR):
 //   0 u (B, D, L) T   1 delta (B, D, L) T   2 A (D, N) fp32   3 B (B, G, N, L) T   4 C (B, G, N, L) T
 //   5 D (D) fp32      6 z (B, D, L) T       7 delta_bias (D) fp32   ->   output 0: out (B, D, L) T
-// Limits: 1 <= N <= 64, G divides D.
+// Limits: 1 <= N <= 64, G divides D. Workspace: the kernel's chunk states (dimex_selective_scan_workspace_size).
 // Attributes (creator fields, kINT32, 0 or 1): delta_softplus (default 1), reverse (default 0),
 // has_z (default 1). Serialized as the same fields plus "format_version" (kINT32).
 #pragma once

@@ -1,0 +1,1 @@
+"""TensorRT: module discovery and the plugin registry (`api`), and engine builds (`build`)."""
