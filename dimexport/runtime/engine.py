@@ -85,20 +85,23 @@ class Engine:
                     f"engine {self.build.engine_path.name} cannot run here: {'; '.join(problems)}. "
                     f"Rebuild it in this environment: {rebuild_command(info)}"
                 )
-        self._logger = api.make_logger(trt, echo_level=0)  # errors reach the caller inside the exceptions below
+        self._logger = api.logger(trt)  # errors reach the caller inside the exceptions below
         with torch.cuda.device(self.device):
             self._runtime = trt.Runtime(self._logger)
             if plugin:
                 api.load_plugin_library(trt, api.registry_of(trt, self._runtime), plugin)
+            mark = self._logger.count
             self._engine = self._runtime.deserialize_cuda_engine(self.build.engine_path.read_bytes())
             if self._engine is None:
-                why = " | ".join(self._logger.errors[-3:]) or "no error logged"
+                why = self._logger.errors_since(mark)
                 matched = " (its build.json matches this process, so this is TensorRT's own refusal)" if check_compatibility else ""
                 raise EnvironmentProblem(
                     f"{trt.__name__} {trt.__version__} could not deserialise {self.build.engine_path}: {why}{matched}. "
                     f"To rebuild it here: {rebuild_command(info)}"
                 )
             self._context = self._engine.create_execution_context()
+            # TensorRT warns against the legacy default stream (extra synchronisation): the engine has its own.
+            self._stream = torch.cuda.Stream()
         self.inputs, self.outputs = self._io()
         self._graphs: dict[tuple, tuple] = {}
 
@@ -153,8 +156,12 @@ class Engine:
         return checked
 
     def _bind(self, context, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Set shapes and addresses; allocates the outputs on the current stream."""
         for name, tensor in feeds.items():
-            context.set_input_shape(name, tuple(tensor.shape))
+            mark = self._logger.count
+            if not context.set_input_shape(name, tuple(tensor.shape)):
+                why = self._logger.errors_since(mark)
+                raise InputError(f"TensorRT rejected shape {tuple(tensor.shape)} for input {name}: {why}")
             context.set_tensor_address(name, tensor.data_ptr())
         outputs = {}
         for spec in self.outputs:
@@ -164,49 +171,71 @@ class Engine:
         return outputs
 
     def _enqueue(self, context, stream: torch.cuda.Stream) -> None:
+        mark = self._logger.count
         if not context.execute_async_v3(stream.cuda_stream):
-            raise DimexportError(f"TensorRT's enqueue failed: {' | '.join(self._logger.errors[-3:]) or 'no error logged'}")
+            raise DimexportError(f"TensorRT's enqueue failed: {self._logger.errors_since(mark)}")
 
     def infer(
         self, feeds: Mapping[str, torch.Tensor], stream: torch.cuda.Stream | None = None, cuda_graph: bool = False
     ) -> dict[str, torch.Tensor]:
-        """Run on `stream` (default: the current one), after the work already queued on the current stream.
+        """Run the engine; returns fresh output tensors.
 
-        With cuda_graph=True the first call per input shape runs once and captures a CUDA graph (with its own
-        execution context, as captured addresses are fixed); later calls copy the inputs into the graph's
-        buffers and replay it. Returned tensors are fresh in both modes.
+        By default it runs on the engine's own stream, after the work queued on the current stream and before
+        whatever the caller queues on it next, so it behaves like any torch op. With `stream` it runs on that
+        stream (after the current stream's work), and the outputs belong to `stream`: synchronise before using
+        them on another one. With cuda_graph=True the first call per input shape runs once and captures a CUDA
+        graph, with its own execution context (captured addresses are fixed, so each shape holds its own
+        activation memory); later calls copy the inputs into the graph's buffers and replay it.
         """
         feeds = self._check(feeds)
         with torch.cuda.device(self.device):
             current = torch.cuda.current_stream()
-            stream = stream or current
-            stream.wait_stream(current)
-            with torch.cuda.stream(stream):
-                if not cuda_graph:
+            owner = stream or current  # the stream the returned tensors belong to
+            worker = stream or self._stream
+            if stream is not None:
+                stream.wait_stream(current)
+                for tensor in feeds.values():  # the caller may free them while `stream` still reads them
+                    tensor.record_stream(stream)
+            with torch.cuda.stream(owner):
+                if cuda_graph:
+                    key = tuple((name, tuple(t.shape)) for name, t in feeds.items())
+                    if key not in self._graphs:
+                        self._graphs[key] = self._capture(feeds)
+                    graph, static_in, static_out, _ = self._graphs[key]
+                else:
                     outputs = self._bind(self._context, feeds)
-                    self._enqueue(self._context, stream)
-                    return outputs
-                key = tuple((name, tuple(t.shape)) for name, t in feeds.items())
-                if key not in self._graphs:
-                    self._graphs[key] = self._capture(feeds)
-                graph, static_in, static_out = self._graphs[key]
-                for name, tensor in feeds.items():
-                    static_in[name].copy_(tensor)
-                graph.replay()
-                return {name: out.clone() for name, out in static_out.items()}
+            worker.wait_stream(owner)
+            with torch.cuda.stream(worker):
+                if cuda_graph:
+                    for name, tensor in feeds.items():
+                        static_in[name].copy_(tensor)
+                    graph.replay()
+                else:
+                    self._enqueue(self._context, worker)
+            owner.wait_stream(worker)
+            if cuda_graph:
+                with torch.cuda.stream(owner):
+                    outputs = {name: out.clone() for name, out in static_out.items()}
+            return outputs
 
     def _capture(self, feeds: Mapping[str, torch.Tensor]) -> tuple:
+        """(graph, static inputs, static outputs, context): the context must live as long as the graph."""
         context = self._engine.create_execution_context()
         static_in = {name: tensor.clone() for name, tensor in feeds.items()}
         static_out = self._bind(context, static_in)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        self._enqueue(context, side)  # TensorRT initialises lazily on the first enqueue, which must not be captured
+        self._stream.wait_stream(torch.cuda.current_stream())
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=side):
-            self._enqueue(context, side)
-        torch.cuda.current_stream().wait_stream(side)
-        return graph, static_in, static_out
+        try:
+            self._enqueue(context, self._stream)  # TensorRT initialises lazily on a first enqueue: not in the graph
+            with torch.cuda.graph(graph, stream=self._stream):
+                self._enqueue(context, self._stream)
+        except Exception as exc:
+            raise DimexportError(
+                f"capturing {self.build.engine_path.name} in a CUDA graph failed ({exc}); TensorRT cannot capture "
+                f"every engine (e.g. loops whose trip count is computed on the GPU): call it without cuda_graph"
+            ) from exc
+        torch.cuda.current_stream().wait_stream(self._stream)
+        return graph, static_in, static_out, context
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
         """The denoiser's output for latents x, timesteps t and labels y (see `infer` for the keywords)."""

@@ -6,8 +6,10 @@ needs TensorRT imports it through `load()`, so a missing install is always the s
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -74,17 +76,23 @@ def gpu_sm(device: int | None = None) -> str:
     return f"sm_{major}{minor}"
 
 
-def make_logger(trt: ModuleType, log_path: Path | None = None, echo_level: int = 1):
-    """A TensorRT logger that writes everything up to INFO (VERBOSE with DIMEXPORT_TRT_VERBOSE=1) to `log_path`,
-    echoes messages at or above `echo_level` (1 = ERROR) to stderr, and keeps errors for error messages."""
+@functools.cache
+def logger(trt: ModuleType):
+    """The process's one TensorRT logger (TensorRT keeps the first logger it is given for global messages,
+    the plugin's included, so every builder and runtime here shares this one; it lives as long as the process).
+
+    It keeps ERROR messages in `errors` (quoted in dimexport's exceptions), writes everything up to INFO
+    (VERBOSE with DIMEXPORT_TRT_VERBOSE=1) to `log_file` when set, and echoes messages at or above
+    `echo_level` to stderr (-1: none; the build child sets 1 so its errors reach the parent)."""
     verbose = os.environ.get("DIMEXPORT_TRT_VERBOSE") == "1"
 
     class Logger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-            self.lines: list[str] = []
-            self._file = open(log_path, "a", buffering=1) if log_path else None  # noqa: SIM115 - lives with the logger
+            self.errors: list[str] = []  # the last 20
+            self.count = 0  # errors logged so far
+            self.log_file: Path | None = None
+            self.echo_level = -1
             self._lock = threading.Lock()
             self._t0 = time.perf_counter()
 
@@ -94,16 +102,20 @@ def make_logger(trt: ModuleType, log_path: Path | None = None, echo_level: int =
                 return
             line = f"[{time.perf_counter() - self._t0:8.2f}s] [{SEVERITY[level] if level < 5 else level}] {msg}"
             with self._lock:
-                self.lines.append(line)
-                del self.lines[:-200]  # a tail for error messages; the file has everything
                 if level <= 1:
                     self.errors.append(str(msg))
-                if self._file:
-                    self._file.write(line + "\n")
-            if level <= echo_level:
-                import sys
-
+                    del self.errors[:-20]
+                    self.count += 1
+                if self.log_file:
+                    with open(self.log_file, "a") as f:
+                        f.write(line + "\n")
+            if level <= self.echo_level:
                 print(line, file=sys.stderr, flush=True)
+
+        def errors_since(self, mark: int) -> str:
+            """The last three errors logged after `self.count` was `mark`, joined for a message."""
+            new = min(self.count - mark, len(self.errors), 3)
+            return " | ".join(self.errors[-new:]) if new > 0 else "no error logged"
 
     return Logger()
 
@@ -123,13 +135,9 @@ def registered_creators(registry) -> list[str]:
 
 
 def find_scan_creator(registry):
-    name, version, namespace = PLUGIN_KEY
-    for getter in ("get_creator", "get_plugin_creator"):
-        if hasattr(registry, getter):
-            creator = getattr(registry, getter)(name, version, namespace)
-            if creator is not None:
-                return creator
-    return None
+    # get_plugin_creator is the pre-10 name (deprecated in 10, gone in 11): only where get_creator is missing.
+    getter = registry.get_creator if hasattr(registry, "get_creator") else registry.get_plugin_creator
+    return getter(*PLUGIN_KEY)
 
 
 def load_plugin_library(trt: ModuleType, registry, path: Path) -> None:

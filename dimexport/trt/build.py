@@ -15,6 +15,7 @@ The timing cache is shared by all builds of one TensorRT version and SM under `<
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -290,6 +291,31 @@ def _parse_errors(parser, registry, plugin_library: str | None) -> str:
     return message
 
 
+def _use_timing_cache(config, path: Path) -> bool:
+    """Attach the shared timing cache at `path` (a new one if absent); False if it cannot be used here."""
+    cache = config.create_timing_cache(path.read_bytes() if path.is_file() else b"")
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return True
+    print(f"warning: timing cache {path} is unusable on this GPU or corrupt; building without it", file=sys.stderr)
+    config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    return False
+
+
+def _save_timing_cache(config, path: Path) -> None:
+    """Merge this build's timings into the shared file under a lock, so concurrent builds add up."""
+    cache = config.get_timing_cache()
+    if cache is None:  # TensorRT-RTX keeps no timing cache
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file() and (other := config.create_timing_cache(path.read_bytes())) is not None:
+            cache.combine(other, ignore_mismatch=False)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_bytes(memoryview(cache.serialize()))
+        tmp.replace(path)
+
+
 def _profile_shapes(network, batch: list[int]) -> dict[str, list[list[int]]]:
     """min/opt/max per input: the dynamic (-1) batch dimension from `batch`; every other dimension must be fixed."""
     shapes = {}
@@ -324,7 +350,8 @@ def run_job(job: dict) -> int:
 
 def _parse_and_build(job: dict, result: _Result) -> dict:
     trt = api.load(job["module"])
-    logger = api.make_logger(trt, Path(job["log"]))
+    logger = api.logger(trt)
+    logger.log_file, logger.echo_level = Path(job["log"]), 1
     builder = trt.Builder(logger)
     flag_enum = trt.NetworkDefinitionCreationFlag
     # TensorRT 10 and TensorRT-RTX need the flag; TensorRT 11 is always strongly typed and ignores it.
@@ -354,27 +381,21 @@ def _parse_and_build(job: dict, result: _Result) -> dict:
     if job["dtype"] == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)  # an fp32 export means fp32 math, as in the PyTorch reference
     cache_path = Path(job["timing_cache"]) if job["timing_cache"] else None
-    if cache_path:
-        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+    if cache_path and not _use_timing_cache(config, cache_path):
+        cache_path = None  # unusable here (corrupt, or another GPU model of the same SM): leave the file alone
 
     result.update(stage="build")
     started = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
     build_seconds = round(time.perf_counter() - started, 2)
     if plan is None:
-        errors = " | ".join(logger.errors[-5:]) or "no error was logged"
-        raise BuildError(f"TensorRT's builder returned no engine after {build_seconds} s: {errors}")
+        raise BuildError(f"TensorRT's builder returned no engine after {build_seconds} s: {logger.errors_since(0)}")
     result.update(stage="write")
     engine = Path(job["engine"])
     with open(engine, "wb") as f:
         f.write(memoryview(plan))
-    cache = config.get_timing_cache() if cache_path else None
-    if cache is not None:  # TensorRT-RTX keeps no timing cache
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(f"{cache_path.name}.tmp{os.getpid()}")
-        tmp.write_bytes(memoryview(cache.serialize()))
-        tmp.replace(cache_path)
+    if cache_path:
+        _save_timing_cache(config, cache_path)
     io = _io_table(network)
     for entry in io:
         if entry["name"] in shapes:

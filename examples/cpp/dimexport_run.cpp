@@ -1019,8 +1019,11 @@ int run(Options const& opt)
     }
 
     // 4. Runtime, engine, execution context.
+    // createInferRuntime_INTERNAL takes the logger as void* and reads it back as ILogger*: pass exactly that pointer
+    // (what the inline nvinfer1::createInferRuntime(ILogger&) does), not the derived object's address.
+    nvinfer1::ILogger* const trtLogger = &logger;
     std::unique_ptr<nvinfer1::IRuntime> runtime(
-        static_cast<nvinfer1::IRuntime*>(trt.createInferRuntime(&logger, NV_TENSORRT_VERSION)));
+        static_cast<nvinfer1::IRuntime*>(trt.createInferRuntime(trtLogger, NV_TENSORRT_VERSION)));
     if (!runtime)
     {
         fail(kExitEnvironment,
