@@ -1,4 +1,5 @@
 // Unit test of json.hpp (ctest example_json).
+#include "check.hpp"
 #include "json.hpp"
 
 #include <iostream>
@@ -7,18 +8,6 @@
 namespace
 {
 
-int gChecks = 0;
-int gFailures = 0;
-
-void check(bool ok, std::string const& what)
-{
-    ++gChecks;
-    if (!ok)
-    {
-        ++gFailures;
-        std::cout << "FAIL: " << what << "\n";
-    }
-}
 
 void expectError(std::string const& text, std::string const& expected)
 {
@@ -77,6 +66,5 @@ int main()
     expectError("", "line 1, column 1: unexpected end of input");
     expectError(std::string(200, '['), "line 1, column 130: nested deeper than 128 levels");
 
-    std::cout << gChecks - gFailures << " passed, " << gFailures << " failed\n";
-    return gFailures == 0 ? 0 : 1;
+    return report();
 }

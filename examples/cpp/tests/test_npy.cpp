@@ -1,6 +1,7 @@
 // Unit test of npy.hpp (ctest example_npy).
 //   test_npy [DIR]   with DIR: also read the np_*.npy files numpy wrote there (tests/npy_numpy.py write DIR) and
 //                    write cpp_*.npy files for numpy to check (tests/npy_numpy.py check DIR)
+#include "check.hpp"
 #include "npy.hpp"
 
 #include <cstdint>
@@ -17,18 +18,6 @@ namespace fs = std::filesystem;
 namespace
 {
 
-int gChecks = 0;
-int gFailures = 0;
-
-void check(bool ok, std::string const& what)
-{
-    ++gChecks;
-    if (!ok)
-    {
-        ++gFailures;
-        std::cout << "FAIL: " << what << "\n";
-    }
-}
 
 void expectError(std::function<void()> const& f, std::string const& expected, std::string const& what)
 {
@@ -293,9 +282,7 @@ int main(int argc, char** argv)
     }
     catch (std::exception const& e)
     {
-        std::cout << "FAIL: unexpected exception: " << e.what() << "\n";
-        ++gFailures;
+        check(false, std::string("unexpected exception: ") + e.what());
     }
-    std::cout << gChecks - gFailures << " passed, " << gFailures << " failed\n";
-    return gFailures == 0 ? 0 : 1;
+    return report();
 }
