@@ -14,7 +14,7 @@ import statistics
 import torch
 
 from dimexport.configs import get_config
-from dimexport.models import DTYPES, build_model, cast_model, count_parameters, example_inputs
+from dimexport.models import DTYPES, build_model, cast_model, count_parameters, cuda_graphed, example_inputs
 
 
 
@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--cuda-graph", action="store_true", help="also time CUDA-graph replays of each forward")
     ap.add_argument("--out")
     args = ap.parse_args()
     try:
@@ -63,8 +64,15 @@ def main() -> None:
                     "resolution": cfg.resolution, "seq_len": cfg.seq_len(), "median_ms": statistics.median(times),
                     "min_ms": min(times), "peak_mib": torch.cuda.max_memory_allocated() / 2**20, "scan": scan_impl,
                 }
+                if args.cuda_graph:
+                    graphed = cuda_graphed(model, inputs)
+                    with torch.inference_mode():
+                        diff = (model(*inputs).float() - graphed(*inputs).float()).abs().max().item()
+                    row["graph_median_ms"] = statistics.median(time_forward(graphed, inputs, args.warmup, args.repeat))
+                    row["graph_max_abs_diff"] = diff
                 rows.append(row)
-                print(f"{model_id:10s} {dtype:5s} B={batch:<3d} {row['median_ms']:9.1f} ms  peak {row['peak_mib']:8.0f} MiB  scan={scan_impl}", flush=True)
+                graph = f"  graph {row['graph_median_ms']:7.1f} ms (max |graph - eager| {row['graph_max_abs_diff']:.1e})" if args.cuda_graph else ""
+                print(f"{model_id:10s} {dtype:5s} B={batch:<3d} {row['median_ms']:9.1f} ms{graph}  peak {row['peak_mib']:8.0f} MiB  scan={scan_impl}", flush=True)
             del model
     env = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda}
     if args.out:

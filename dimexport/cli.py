@@ -128,14 +128,15 @@ def doctor(as_json: bool, require: str) -> None:
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True)
 @click.option("--repeat", default=3, show_default=True, help="Timed forward passes (after one warm-up).")
+@click.option("--cuda-graph", is_flag=True, help="Capture the forward in a CUDA graph and time its replays (CUDA only).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_handle_errors
-def forward(model_id, checkpoint, seed, resolution, batch, device, dtype, repeat, as_json) -> None:
+def forward(model_id, checkpoint, seed, resolution, batch, device, dtype, repeat, cuda_graph, as_json) -> None:
     """Run the denoiser forward pass on seeded inputs: output shape, time and memory."""
     import torch
 
     from .configs import get_config
-    from .models import DTYPES, build_model, cast_model, example_inputs
+    from .models import DTYPES, build_model, cast_model, cuda_graphed, example_inputs
     from .models.checkpoint import load_checkpoint
 
     cfg = get_config(model_id)
@@ -149,17 +150,20 @@ def forward(model_id, checkpoint, seed, resolution, batch, device, dtype, repeat
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    elif cuda_graph:
+        raise InputError("--cuda-graph needs --device cuda")
+    run = cuda_graphed(model, (x, t, y)) if cuda_graph else model
     times = []
     with torch.inference_mode():
         for i in range(repeat + 1):
             sync()
             start = time.perf_counter()
-            out = model(x, t, y)
+            out = run(x, t, y)
             sync()
             if i:
                 times.append(time.perf_counter() - start)
     result = {
-        "model": cfg.id, "resolution": res, "batch": batch, "device": device, "dtype": dtype,
+        "model": cfg.id, "resolution": res, "batch": batch, "device": device, "dtype": dtype, "cuda_graph": cuda_graph,
         "seq_len": cfg.seq_len(res), "output_shape": list(out.shape),
         "median_ms": round(statistics.median(times) * 1e3, 3) if times else None,
         "finite": bool(torch.isfinite(out).all()),

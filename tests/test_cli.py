@@ -53,6 +53,8 @@ def test_forward_errors_have_exit_codes():
     assert res.exit_code == 2 and "unknown model id 'dim-xl'; known ids: dim-s, dim-l" in res.output
     res = run("forward", "--model", "dim-tiny", "--resolution", "100")
     assert res.exit_code == 2 and "resolution 100 is not a multiple of 16" in res.output
+    res = run("forward", "--model", "dim-tiny", "--cuda-graph")
+    assert res.exit_code == 2 and "--cuda-graph needs --device cuda" in res.output
     res = run("forward", "--model", "dim-tiny", "--device", "cuda:0")
     if res.exit_code != 0:
         assert res.exit_code == 4 and "--device cuda needs a CUDA GPU visible to torch" in res.output

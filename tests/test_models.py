@@ -9,7 +9,7 @@ import torch
 
 from dimexport.configs import REGISTRY, get_config
 from dimexport.errors import InputError
-from dimexport.models import build_model, cast_model, count_parameters
+from dimexport.models import build_model, cast_model, count_parameters, cuda_graphed, example_inputs
 from dimexport.models.layers import Mamba
 from dimexport.models.scan_order import PATTERN_NAMES, ScanLayout, pad_fill_index, pattern_chain
 from dimexport.ops.oracle import selective_scan_oracle
@@ -163,3 +163,17 @@ def test_dim_l_256_batch2_forward_on_cpu():
     with torch.inference_mode():
         out = model(torch.randn(2, 4, 32, 32), torch.tensor([1.0, 999.0]), torch.tensor([5, 1000]))
     assert out.shape == (2, 4, 32, 32) and torch.isfinite(out).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model_id", ["dim-tiny", "dis-tiny"])
+def test_cuda_graph_replays_match_eager(model_id):
+    """The whole forward (fused scan included) is capturable: replays with new inputs track eager runs."""
+    cfg = get_config(model_id)
+    model = cast_model(build_model(cfg, seed=0), torch.float16).cuda()
+    x, t, y = example_inputs(cfg, 2, device="cuda")
+    replay = cuda_graphed(model, (x, t, y))
+    with torch.inference_mode():
+        for scale in (1.0, 0.5, -2.0):
+            eager = model(x * scale, t, y)
+            torch.testing.assert_close(replay(x * scale, t, y), eager, rtol=1e-3, atol=1e-3)
