@@ -188,6 +188,28 @@ __device__ __forceinline__ void read_run(uint32_t* w, const uint8_t* slot, int t
   }
 }
 
+// A whole tile of B (or C) rows (token-contiguous, W-aligned) into the raw buffer, no bounds checks. kThreads is a
+// multiple of the pieces per row, so a thread's pieces share their offset o in the row and step by dn rows: one
+// 64-bit source address per tile, advanced per piece (the generic loop of load_bc forms it per piece).
+template <class C, int W, typename T>
+__device__ __forceinline__ void load_bc_tile(uint8_t* raw, int rowbase, const T* __restrict__ src, int64_t sn,
+                                             int tid) {
+  constexpr int kPPR = C::kRowBC / W;       // pieces per row
+  constexpr int kDn = C::kThreads / kPPR;   // rows between a thread's pieces
+  constexpr int kTrips = (C::N + kDn - 1) / kDn;
+  static_assert(C::kThreads % kPPR == 0, "pieces per row");
+  const int n0 = tid / kPPR;
+  const int o = (tid % kPPR) * W;
+  src += n0 * sn + o / C::ES;
+  const int64_t step = kDn * sn;
+#pragma unroll
+  for (int r = 0; r < kTrips; ++r) {
+    const int n = n0 + r * kDn;
+    if (C::N % kDn == 0 || n < C::N) cp_async_full<W>(raw + swz<C::kUPRBC>(rowbase + n, C::kRowBC, o), src);
+    src += step;
+  }
+}
+
 // Loads the B (or C) rows of one tile: with cp.async into the raw buffer (converted later by
 // convert_bc), or with element loads converted straight into the fp32 tile.
 template <class C, typename T>
@@ -197,6 +219,13 @@ __device__ __forceinline__ void load_bc(uint8_t* raw, float* bcf, int rowbase, c
   tid = opaque(tid);
   if (w > 0) {
     const int lppr = ilog2(C::kRowBC) - ilog2(w);
+    if (Nreal == C::N && tk0 + C::kT <= L) {  // whole tile, all rows real: the common case
+      const T* src = base + (off + tk0);
+      if (w == 16) load_bc_tile<C, 16>(raw, rowbase, src, sn, tid);
+      else if (w == 8) load_bc_tile<C, 8>(raw, rowbase, src, sn, tid);
+      else load_bc_tile<C, 4>(raw, rowbase, src, sn, tid);
+      return;
+    }
     const int total = C::N << lppr;
     for (int q = tid; q < total; q += C::kThreads) {
       const int n = q >> lppr;
@@ -577,7 +606,9 @@ __global__ void __launch_bounds__(128, min_blocks<NS, S>()) scan_fwd_kernel(cons
   };
   auto bc_convert = [&](int c) {
     if (a.wB > 0) convert_bc<C, T>(raw, bcf_buf(c), 0, tid);
-    if (a.wC > 0 && emit) convert_bc<C, T>(raw, bcf_buf(c), C::N, tid);
+    // C's units start at the other half of the CTA, so that with fewer units than threads (N = 16 in fp16/bf16:
+    // 64 per matrix) all four warps convert, not the first two twice.
+    if (a.wC > 0 && emit) convert_bc<C, T>(raw, bcf_buf(c), C::N, (tid + C::kThreads / 2) % C::kThreads);
   };
 
   // Prologue: first sub-block's u/delta/z and first tile's B/C.
