@@ -122,6 +122,7 @@ def test_compatibility_problems_name_what_differs():
         "the library loaded here has sha256 cccccccccccc",
     ]
     assert compatibility_problems(build_info(plugin=None), TRT10, "sm_90", None) == []
+    assert compatibility_problems(info, TRT10, "sm_90", None) == []  # None: plugin unchecked (engine selection)
     assert rebuild_command(info) == "dimexport build --model dim-l --fp16 --scan plugin --resolution 256 --batch 1:8:32 --seed 0"
 
 

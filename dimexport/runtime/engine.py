@@ -43,17 +43,20 @@ def rebuild_command(info: dict) -> str:
 
 
 def compatibility_problems(info: dict, trt: api.TrtInfo, sm: str, plugin_sha: str | None) -> list[str]:
-    """What in this process differs from the one the engine was built in (empty when it can be deserialised)."""
+    """What in this process differs from the one the engine was built in (empty when it can be deserialised).
+
+    plugin_sha: the sha256 of the plugin library that will be loaded; None leaves the plugin unchecked (to pick
+    engines by TensorRT and GPU before a library is chosen)."""
     problems = []
     built = info["tensorrt"]
     if (built["module"], built["version"]) != (trt.module, trt.version):
         problems.append(f"it was built with {built['module']} {built['version']}, this process has {trt.module} {trt.version}")
     if info["gpu"]["sm"] != sm:
         problems.append(f"it was built for {info['gpu']['sm']} ({info['gpu']['name']}), this GPU is {sm}")
-    if info["plugin"] and plugin_sha != info["plugin"]["sha256"]:
+    if info["plugin"] and plugin_sha is not None and plugin_sha != info["plugin"]["sha256"]:
         problems.append(
             f"it was built with the plugin library {info['plugin']['library']} (sha256 {info['plugin']['sha256'][:12]}), "
-            f"the library loaded here has sha256 {plugin_sha[:12] if plugin_sha else 'none'}"
+            f"the library loaded here has sha256 {plugin_sha[:12]}"
         )
     return problems
 

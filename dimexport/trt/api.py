@@ -129,15 +129,13 @@ def registry_of(trt: ModuleType, owner=None):
 def registered_creators(registry) -> list[str]:
     """'name/version/namespace' of every creator the registry holds (for error messages)."""
     out = []
-    for creator in getattr(registry, "all_creators", None) or getattr(registry, "plugin_creator_list", []):
+    for creator in registry.all_creators:
         out.append(f"{creator.name}/{creator.plugin_version}/{creator.plugin_namespace or '(no namespace)'}")
     return sorted(out)
 
 
 def find_scan_creator(registry):
-    # get_plugin_creator is the pre-10 name (deprecated in 10, gone in 11): only where get_creator is missing.
-    getter = registry.get_creator if hasattr(registry, "get_creator") else registry.get_plugin_creator
-    return getter(*PLUGIN_KEY)
+    return registry.get_creator(*PLUGIN_KEY)  # TensorRT 10+, 11 and TensorRT-RTX; V3 creators only
 
 
 def load_plugin_library(trt: ModuleType, registry, path: Path) -> None:

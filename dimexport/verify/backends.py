@@ -149,8 +149,8 @@ def run_trt(artifact: Artifact, feeds: dict[str, np.ndarray], engine: str | Path
     if engine is None:
         trt, sm = api.TrtInfo.of(api.load()), api.gpu_sm()
         built = find_engines(artifact)
-        # Filter on TensorRT and GPU here (the engine's own plugin hash passes); Engine() checks the loaded library.
-        usable = [e for e in built if not compatibility_problems(e.info, trt, sm, (e.info["plugin"] or {}).get("sha256"))]
+        # TensorRT and GPU decide here; Engine() checks the plugin library it loads.
+        usable = [e for e in built if not compatibility_problems(e.info, trt, sm, None)]
         if not usable:
             raise EnvironmentProblem(
                 f"no engine of {artifact.folder} was built for {trt.module} {trt.version} on {sm} "
