@@ -39,6 +39,11 @@ class ModelConfig:
     checkpoint_format: str = ""
     paper: str = ""
     official_params: str = ""  # the parameter count the issue/papers quote, for humans
+    # Sampling defaults (the official eval settings; see dimexport.diffusion): guidance in the family's own form
+    # (DiM: eps_c + s(eps_c - eps_u); DiS/DiT: eps_u + w(eps_c - eps_u)) and the sampler with its step count.
+    guidance: float = 0.0
+    sampler: str = "dpm-solver"
+    steps: int = 50
 
     @property
     def resolution(self) -> int:
@@ -106,7 +111,7 @@ def _dim(id: str, hidden: int, depth: int, sample: int, schedule: str, params: s
     base = dict(
         family="dim", hidden=hidden, depth=depth, patch=2, in_channels=4, sample_size=sample,
         num_classes=1000, d_conv=3, learn_sigma=False, latent_factor=8, pad_schedule=schedule,
-        checkpoint_format=DIM_CKPT, paper=DIM_PAPER, official_params=params,
+        checkpoint_format=DIM_CKPT, paper=DIM_PAPER, official_params=params, guidance=0.7 if sample == 64 else 0.4,
     )
     base.update(kw)
     return ModelConfig(id=id, **base)
@@ -116,7 +121,7 @@ def _dis(size: str, hidden: int, depth: int, patch: int, params: str) -> ModelCo
     return ModelConfig(
         id=f"dis-{size}-{patch}", family="dis", hidden=hidden, depth=depth, patch=patch, in_channels=4,
         sample_size=32, num_classes=1000, d_conv=4, learn_sigma=True, latent_factor=8,
-        checkpoint_format=DIS_CKPT, paper=DIS_PAPER, official_params=params,
+        checkpoint_format=DIS_CKPT, paper=DIS_PAPER, official_params=params, guidance=1.5, sampler="ddpm", steps=250,
     )
 
 
@@ -139,7 +144,7 @@ _CONFIGS: tuple[ModelConfig, ...] = (
     ModelConfig(
         id="dis-tiny", family="dis", hidden=64, depth=2, patch=2, in_channels=4, sample_size=16,
         num_classes=10, d_conv=4, learn_sigma=True, latent_factor=8, checkpoint_format=DIS_CKPT,
-        paper="test model",
+        paper="test model", guidance=1.5, sampler="ddpm", steps=250,
     ),
 )
 
