@@ -176,7 +176,9 @@ def worker(args: argparse.Namespace) -> None:
               f"({100 * fl / row['us']:.0f}%)", file=sys.stderr, flush=True)
         del sets
         torch.cuda.empty_cache()
-    print(json.dumps(dict(tag=args.tag, lib=str(_native.library_path()), abi=lib.dimex_scan_abi_version(),
+    from dimexport.libraries import scan_library_path
+
+    print(json.dumps(dict(tag=args.tag, lib=str(scan_library_path()), abi=lib.dimex_scan_abi_version(),
                           copy_bw=bw, rows=rows)))
 
 

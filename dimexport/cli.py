@@ -246,7 +246,8 @@ def build_cmd(model_id, dtype, checkpoint, seed, resolution, batch, scan, opt_le
     from .configs import get_config
     from .errors import EXIT_VERIFY_FAILED
     from .export.exporter import ExportSpec, parse_batch
-    from .trt.build import BuildOptions, build, quick_verify
+    from .trt.build import BuildOptions, build
+    from .verify.compare import quick_verify
 
     cfg = get_config(model_id)
     spec = ExportSpec(model_id, resolution or cfg.resolution, dtype, scan, parse_batch(batch), checkpoint, seed)

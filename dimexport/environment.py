@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import os
 import platform
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+
+from .libraries import SCAN_FILE, TRT_PLUGIN_ENV, TRT_PLUGIN_FILE, scan_library_path, trt_plugin_library_path
 
 
 @dataclass
@@ -76,20 +76,6 @@ def probe() -> Report:
     return report
 
 
-TRT_PLUGIN_ENV = "DIMEXPORT_TRT_PLUGIN_LIB"
-TRT_PLUGIN_FILE = "libdimexport_trt_plugin.so"  # the CMake install puts it in dimexport/lib/
-
-
-def native_library(env_var: str, filename: str) -> Path | None:
-    """A built native library: $env_var if set, else dimexport/lib/<filename> (where `cmake --install` puts it)."""
-    path = Path(os.environ.get(env_var) or Path(__file__).resolve().parent / "lib" / filename)
-    return path if path.is_file() else None
-
-
-def trt_plugin_library_path() -> Path | None:
-    return native_library(TRT_PLUGIN_ENV, TRT_PLUGIN_FILE)
-
-
 def _trt_plugin_library() -> Component:
     path = trt_plugin_library_path()
     if path is None:
@@ -101,9 +87,7 @@ def _trt_plugin_library() -> Component:
 
 
 def _scan_library() -> Component:
-    from .ops import _native
-
-    path = _native.library_path()
+    path = scan_library_path()
     if path is None:
-        return Component("scan_library", False, detail="libdimexport_scan.so not built (see README: Build the CUDA library)")
+        return Component("scan_library", False, detail=f"{SCAN_FILE} not built (see README: Build the CUDA library)")
     return Component("scan_library", True, detail=str(path))

@@ -24,6 +24,7 @@ from typing import Iterator, Optional
 import pytest
 import torch
 
+from dimexport.libraries import scan_library_path
 from dimexport.ops import _native
 from dimexport.ops.oracle import selective_scan_oracle
 
@@ -31,7 +32,7 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)"),
     pytest.mark.skipif(
-        _native.library_path() is None,
+        scan_library_path() is None,
         reason="libdimexport_scan.so not built: cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 && "
         "cmake --build build -j && cmake --install build --prefix .",
     ),

@@ -13,13 +13,14 @@ import re
 import pytest
 import torch
 
-from dimexport.environment import trt_plugin_library_path
+from dimexport.libraries import trt_plugin_library_path
 from dimexport.errors import EnvironmentProblem, InputError
 from dimexport.cache import scratch
 from dimexport.export.exporter import ExportSpec, export
 from dimexport.runtime import Engine
 from dimexport.trt import api
-from dimexport.trt.build import BuildError, BuildOptions, build, make_job, quick_verify, read_build, run_isolated
+from dimexport.trt.build import BuildError, BuildOptions, build, make_job, read_build, run_isolated
+from dimexport.verify.compare import quick_verify
 
 HAVE_TRT = any(importlib.util.find_spec(m) for m in api.MODULES)
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAVE_TRT, reason="needs tensorrt or tensorrt_rtx")]

@@ -152,7 +152,8 @@ def check_exported(path: Path, spec: ExportSpec) -> int:
     return found
 
 
-def _build(spec: ExportSpec) -> torch.nn.Module:
+def build_for_export(spec: ExportSpec) -> torch.nn.Module:
+    """The module `spec` describes, cast to its dtype: what export traces and what verify compares against."""
     cfg = spec.config
     model = load_checkpoint(cfg, spec.checkpoint, spec.resolution) if spec.checkpoint else build_model(cfg, spec.resolution, seed=spec.seed)
     model = cast_model(model, DTYPES[spec.dtype])
@@ -231,7 +232,7 @@ def export(
     started = time.perf_counter()
     with open(log_path, "w") as log:
         status(f"building {spec.model_id} ({spec.dtype})")
-        model = _build(spec)
+        model = build_for_export(spec)
         status(f"exporting {spec.model_id} to ONNX ({spec.scan} scan), log: {folder / 'logs' / 'export.log'}")
         torch_log = logging.getLogger("torch.onnx")  # torch's own handlers hold the real stderr
         saved = torch_log.handlers[:], torch_log.propagate

@@ -11,23 +11,19 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
-import pathlib
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ..environment import native_library
+from ..libraries import SCAN_ENV, SCAN_FILE, expected_path, scan_library_path
 from ..errors import EnvironmentProblem
 
 ABI_VERSION = 2
-ENV_VAR = "DIMEXPORT_SCAN_LIB"
-_LIB_NAME = "libdimexport_scan.so"
 _BUILD_HINT = (
     "build it with `cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build -j && "
     "cmake --install build --prefix .` in the dimexport checkout, or set "
-    f"{ENV_VAR} to a libdimexport_scan.so built from the same source"
+    f"{SCAN_ENV} to a {SCAN_FILE} built from the same source"
 )
 _DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
@@ -64,17 +60,12 @@ class ScanParams(ctypes.Structure):
     ]
 
 
-def library_path() -> Optional[pathlib.Path]:
-    """Where the library is: $DIMEXPORT_SCAN_LIB if set, else dimexport/lib/ next to the package."""
-    return native_library(ENV_VAR, _LIB_NAME)
-
-
 @functools.lru_cache(maxsize=None)
 def load() -> ctypes.CDLL:
     """Load the library once and check its ABI version, so a stale build fails loudly, not wrongly."""
-    path = library_path()
+    path = scan_library_path()
     if path is None:
-        where = os.environ.get(ENV_VAR) or str(pathlib.Path(__file__).resolve().parent.parent / "lib" / _LIB_NAME)
+        where = expected_path(SCAN_ENV, SCAN_FILE)
         raise EnvironmentProblem(f"dimexport scan library not found at {where}; {_BUILD_HINT}")
     try:
         lib = ctypes.CDLL(str(path))
@@ -100,7 +91,7 @@ def load() -> ctypes.CDLL:
 @functools.lru_cache(maxsize=None)
 def available() -> bool:
     """True if the native kernel can run here: the library loads and torch sees a CUDA device (cached)."""
-    if not torch.cuda.is_available() or library_path() is None:
+    if not torch.cuda.is_available() or scan_library_path() is None:
         return False
     try:
         load()

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from ..environment import trt_plugin_library_path
+from ..libraries import trt_plugin_library_path
 from ..errors import DimexportError, EnvironmentProblem, InputError
-from ..export.exporter import file_sha256
+from ..export.exporter import Artifact, file_sha256
 from ..trt import api
-from ..trt.build import EngineArtifact, read_build
+from ..trt.build import EngineArtifact, find_engines, read_build
 
 
 @dataclass(frozen=True)
@@ -243,3 +243,17 @@ class Engine:
     def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
         """The denoiser's output for latents x, timesteps t and labels y (see `infer` for the keywords)."""
         return self.infer({"x": x, "t": t, "y": y}, **kwargs)[self.outputs[0].name]
+
+
+def find_usable_engine(artifact: Artifact) -> Path:
+    """The newest engine of `artifact` built for this TensorRT and GPU (Engine() then checks the plugin library)."""
+    trt, sm = api.TrtInfo.of(api.load()), api.gpu_sm()
+    built = find_engines(artifact)
+    usable = [e for e in built if not compatibility_problems(e.info, trt, sm, None)]
+    if not usable:
+        raise EnvironmentProblem(
+            f"no engine of {artifact.folder} was built for {trt.module} {trt.version} on {sm} "
+            f"({len(built)} built for other setups): run `{rebuild_command({'spec': artifact.manifest['spec']})}` "
+            f"or pass --engine"
+        )
+    return usable[0].folder

@@ -29,7 +29,7 @@ from typing import Callable
 
 from .. import __version__
 from ..cache import keep_failed, publish, reuse, scratch
-from ..environment import trt_plugin_library_path
+from ..libraries import trt_plugin_library_path
 from ..errors import EXIT_BUILD_FAILED, EXIT_ENVIRONMENT, DimexportError, EnvironmentProblem, InputError
 from ..export.exporter import Artifact, ExportSpec, export, file_sha256
 from . import api
@@ -184,23 +184,6 @@ def build(
     (tmp / "result.json").unlink()
     publish(tmp, folder)
     return EngineArtifact(folder, info), False
-
-
-def quick_verify(engine: EngineArtifact, seed: int = 0) -> dict:
-    """One forward of the engine against PyTorch on the GPU, with `verify`'s default tolerances; the summary
-    goes into build.json. An engine this process cannot run (e.g. TensorRT-RTX on sm_90) is reported, not raised."""
-    from ..verify.compare import verify
-
-    try:
-        report = verify(engine.folder.parent.parent, ["trt"], seed=seed, device="cuda", engine=engine.folder)
-        row = report["comparisons"][0]
-        summary = {"ran": True, "passed": report["passed"], "inputs": report["inputs"], "tolerances": report["tolerances"]}
-        summary |= {k: row[k] for k in ("rel_l2", "max_abs", "cosine", "psnr_db")}
-    except EnvironmentProblem as exc:
-        summary = {"ran": False, "passed": None, "reason": str(exc)}
-    engine.info["verify"] = summary
-    (engine.folder / BUILD_JSON).write_text(json.dumps(engine.info, indent=2))
-    return summary
 
 
 def _gpu_name() -> str:

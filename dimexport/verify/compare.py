@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from dataclasses import asdict, dataclass
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import EnvironmentProblem, InputError
 from ..export.exporter import OUTPUT_NAME, Artifact, read_artifact
+from ..trt.build import BUILD_JSON, EngineArtifact
 from .backends import BACKENDS
 
 # Defaults per artifact dtype: norm-wise relative error, and the elementwise |a-b| <= atol + rtol*|b| check.
@@ -142,3 +144,18 @@ def _save_io(io_dir: Path, feeds: dict, outputs: dict, artifact: Artifact, tol: 
         results.append((name, [IterationResult({OUTPUT_NAME: out}, runner_name=name)]))
         results.save(str(io_dir / f"outputs_{name}.json"))
     return polygraphy_command(artifact, io_dir, tol)
+
+
+def quick_verify(engine: EngineArtifact, seed: int = 0) -> dict:
+    """One forward of the engine against PyTorch on the GPU, with `verify`'s default tolerances; the summary
+    goes into build.json. An engine this process cannot run (e.g. TensorRT-RTX on sm_90) is reported, not raised."""
+    try:
+        report = verify(engine.folder.parent.parent, ["trt"], seed=seed, device="cuda", engine=engine.folder)
+        row = report["comparisons"][0]
+        summary = {"ran": True, "passed": report["passed"], "inputs": report["inputs"], "tolerances": report["tolerances"]}
+        summary |= {k: row[k] for k in ("rel_l2", "max_abs", "cosine", "psnr_db")}
+    except EnvironmentProblem as exc:
+        summary = {"ran": False, "passed": None, "reason": str(exc)}
+    engine.info["verify"] = summary
+    (engine.folder / BUILD_JSON).write_text(json.dumps(engine.info, indent=2))
+    return summary
