@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .configs import DTYPE_NAMES
+from .configs import DTYPE_NAMES, SAMPLERS
 from .errors import EXIT_ENVIRONMENT, DimexportError, EnvironmentProblem, InputError
 
 console = Console()
@@ -314,6 +314,85 @@ def verify(artifact, backends, atol, rtol, seed, device, save_io, engine, as_jso
             console.print(f"reproduce without dimexport:\n  {report['polygraphy']}", soft_wrap=True)
     if not report["passed"]:
         sys.exit(EXIT_VERIFY_FAILED)
+
+
+@main.command(epilog=EPILOG)
+@click.option("--model", "model_id", required=True, help="Model id (see `dimexport models`).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official checkpoint (torch/graph; default: seeded random weights).")
+@click.option("--backend", type=click.Choice(["torch", "graph", "ort", "trt"]), default="torch", show_default=True,
+              help="torch: eager PyTorch; graph: PyTorch replayed from CUDA graphs; ort/trt: an exported artifact.")
+@click.option("--artifact", type=click.Path(file_okay=False), help="Exported artifact folder (ort, trt).")
+@click.option("--engine", type=click.Path(), help="Engine folder (trt; default: the artifact's newest usable one).")
+@click.option("--classes", default="0-9", show_default=True, help="Class ids: ranges and lists, e.g. 0-9 or 1,3,5.")
+@click.option("--per-class", default=8, show_default=True, help="Images per class (one grid row per class).")
+@click.option("--sampler", type=click.Choice(SAMPLERS),
+              help="Default: the model's official one (DiM: DPM-Solver fast, order 3; DiS: DDPM).")
+@click.option("--steps", type=int, help="Network calls (DPM-Solver) or levels (DDIM/DDPM); default: the model's (50 / 250).")
+@click.option("--cfg", "guidance", type=float, help="Guidance in the family's form (DiM: s of eps_c+s(eps_c-eps_u); DiS: w); default: the official one.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the noise (and of the random weights).")
+@click.option("--resolution", type=int, help="Image side in pixels (default: native; ort/trt: the artifact's).")
+@click.option("--device", default="cpu", show_default=True, help="Device of the torch/graph backend and the sampler.")
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True, help="torch/graph backend dtype.")
+@click.option("--batch", "max_batch", type=int, help="Largest batch per network call (default: all at once, within the backend's range).")
+@click.option("-o", "--output", "out_png", default="samples.png", show_default=True, help="Grid PNG.")
+@click.option("--save-npy", type=click.Path(dir_okay=False), help="Also save the samples (N, C, H, W float32) as .npy.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
+@_handle_errors
+def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, sampler, steps, guidance, seed,
+           resolution, device, dtype, max_batch, out_png, save_npy, as_json) -> None:
+    """Generate a grid of images, one row per class, with the model's official sampler and guidance.
+
+    The same seed gives the same images on the same backend. Pixel models are shown directly; latent models as a
+    preview of their latent channels (the SD VAE decoder comes in a later release)."""
+    import numpy as np
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .configs import get_config
+    from .diffusion.images import LATENT_PREVIEW_NOTE, grid, save_png, viewable
+    from .diffusion.pipeline import parse_classes, sample as run_sample
+    from .runtime.denoiser import load_denoiser
+
+    cfg = get_config(model_id)
+    if resolution is not None:
+        cfg.grid(resolution)
+    ids = parse_classes(classes, cfg) if cfg.num_classes else []
+    if per_class < 1:
+        raise InputError(f"--per-class must be >= 1, got {per_class}")
+    if steps is not None and steps < 1:
+        raise InputError(f"--steps must be >= 1, got {steps}")
+    if max_batch is not None and max_batch < 1:
+        raise InputError(f"--batch must be >= 1, got {max_batch}")
+    den = load_denoiser(backend, model_id, checkpoint, artifact, engine, resolution, device, dtype, seed)
+    if max_batch is not None:
+        den.max_batch = min(max_batch, den.max_batch or max_batch)
+    labels = torch.tensor([c for c in ids for _ in range(per_class)]) if ids else None
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(f"sampling {cfg.id} ({den.name}, {den.dtype}, {den.device})", total=None)
+        result = run_sample(den, labels, n=per_class, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
+                            progress=lambda done, total: bar.update(task, completed=done, total=total))
+    rows = len(ids) if ids else 1
+    path = save_png(grid(viewable(result.samples, cfg), rows), out_png)
+    if save_npy:
+        np.save(save_npy, result.samples.numpy())
+    calls = result.call_ms
+    summary = dict(result.settings, output=str(path), npy=save_npy, calls=len(calls), total_s=round(result.total_s, 4),
+                   call_ms_median=round(statistics.median(calls), 3), call_ms_first=round(calls[0], 3),
+                   weights=checkpoint or (artifact and "artifact") or f"random (seed {seed})",
+                   preview=LATENT_PREVIEW_NOTE if cfg.latent_factor > 1 else None)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    s = summary
+    console.print(f"{s['count']} images of {s['model']} at {s['resolution']} px: {s['sampler']}, {s['steps']} steps, "
+                  f"guidance {s['guidance']}, seed {s['seed']}, {s['backend']} {s['dtype']} on {s['device']}", highlight=False, soft_wrap=True)
+    console.print(f"{s['calls']} network calls in {s['total_s']:.2f} s (median {s['call_ms_median']:.1f} ms per call, "
+                  f"first {s['call_ms_first']:.1f} ms) -> {path}", highlight=False, soft_wrap=True)
+    if checkpoint is None and artifact is None:
+        err_console.print(f"note: no --checkpoint: random weights (seed {seed}), so the images are noise", highlight=False, soft_wrap=True)
+    if s["preview"]:
+        err_console.print(f"note: {s['preview']}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ Family = Literal["dim", "dis"]
 # Model dtypes by their CLI/manifest names (the torch dtypes: dimexport.models.DTYPES).
 DTYPE_NAMES = ("fp32", "fp16", "bf16")
 
+# Sampler names (dimexport.diffusion.samplers implements them; ModelConfig.sampler names a model's official one).
+SAMPLERS = ("dpm-solver", "dpm-solver++", "ddim", "ddpm")
+
 # DiM: 3 pad columns/rows around the grid (= mamba d_conv) and 3 separator tokens before it.
 DIM_PAD = 3
 DIM_SEPARATORS = 3

@@ -23,8 +23,6 @@ from .schedule import Schedule
 Net = Callable[[Tensor, Tensor], Tensor]  # (x (B,C,H,W) float32, model time (B,) float32) -> output
 Progress = Callable[[int, int], None]  # (step done, steps)
 
-SAMPLERS = ("dpm-solver", "dpm-solver++", "ddim", "ddpm")
-
 
 class _Continuous:
     """The network seen in DPM-Solver's continuous time t in [1/N, 1]: epsilon and x0 predictions."""
