@@ -278,24 +278,34 @@ def build_cmd(model_id, dtype, checkpoint, seed, resolution, batch, scan, opt_le
 
 @main.command(epilog=EPILOG)
 @click.argument("artifact", type=click.Path(file_okay=False))
-@click.option("--backends", default="torch,ort", show_default=True, help="Comma list of torch, ort, trt.")
+@click.option("--backends", default="torch,ort", show_default=True, help="Comma list of torch, graph (CUDA graph, --device cuda), ort, trt.")
 @click.option("--atol", multiple=True, help="[OUTPUT:]X elementwise absolute tolerance (default per dtype).")
 @click.option("--rtol", multiple=True, help="[OUTPUT:]X elementwise relative tolerance (default per dtype).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the inputs.")
 @click.option("--device", default="cpu", show_default=True, help="Device of the PyTorch reference.")
 @click.option("--save-io", type=click.Path(file_okay=False), help="Save inputs/outputs as Polygraphy JSON here.")
 @click.option("--engine", type=click.Path(), help="Engine folder for the trt backend (default: the artifact's newest usable one).")
+@click.option("--sample", "sample_steps", type=int, default=0, help="Also sample 4 whole images with N sampler steps on "
+              "torch and every other backend and compare them as images (PSNR >= 40 dB fp32, 30 fp16, 25 bf16).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @_handle_errors
-def verify(artifact, backends, atol, rtol, seed, device, save_io, engine, as_json) -> None:
+def verify(artifact, backends, atol, rtol, seed, device, save_io, engine, sample_steps, as_json) -> None:
     """Run an artifact through PyTorch and other backends on the same inputs and compare (exit 3 on failure)."""
     from .errors import EXIT_VERIFY_FAILED
     from .verify.compare import parse_tolerance, verify as run_verify
 
-    report = run_verify(
-        artifact, [b.strip() for b in backends.split(",") if b.strip()], parse_tolerance(atol, "atol"),
-        parse_tolerance(rtol, "rtol"), save_io, seed, device, engine,
-    )
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    if sample_steps < 0:
+        raise InputError(f"--sample must be >= 1 (sampler steps), got {sample_steps}")
+    report = run_verify(artifact, names, parse_tolerance(atol, "atol"), parse_tolerance(rtol, "rtol"), save_io, seed,
+                        device, engine)
+    if sample_steps:
+        from .verify.samples import sample_parity
+
+        others = [n for n in names if n != "torch"]
+        with err_console.status(f"sampling {sample_steps} steps on torch and {', '.join(others)}"):
+            report["samples"] = sample_parity(artifact, others, seed, sample_steps, device=device, engine=engine)
+        report["passed"] = report["passed"] and report["samples"]["passed"]
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -312,6 +322,16 @@ def verify(artifact, backends, atol, rtol, seed, device, save_io, engine, as_jso
         console.print(f"tolerances: rel L2 <= {tol['rel_l2']}, |a-b| <= {tol['atol']} + {tol['rtol']}*|ref|")
         if "polygraphy" in report:
             console.print(f"reproduce without dimexport:\n  {report['polygraphy']}", soft_wrap=True)
+        if "samples" in report:
+            s = report["samples"]
+            table = Table(title=f"samples: {s['settings']['count']} images, {s['settings']['sampler']} "
+                                f"{s['settings']['steps']} steps, guidance {s['settings']['guidance']}, seed {s['settings']['seed']}")
+            for col in ("pair", "PSNR", "max abs", "pass"):
+                table.add_column(col, no_wrap=True)
+            for r in s["comparisons"]:
+                table.add_row(f"{r['backend']}/{r['reference']}", f"{r['psnr_db']:.1f} dB (>= {s['min_psnr_db']})",
+                              f"{r['max_abs']:.2e}", "[green]yes[/]" if r["passed"] else "[red]NO[/]")
+            console.print(table)
     if not report["passed"]:
         sys.exit(EXIT_VERIFY_FAILED)
 

@@ -8,27 +8,32 @@ import numpy as np
 import torch
 
 from ..export.exporter import Artifact
-from ..runtime.denoiser import OrtDenoiser, TrtDenoiser, torch_denoiser_for
+from ..runtime.denoiser import Denoiser, OrtDenoiser, TrtDenoiser, torch_denoiser_for
 
 
-def _tensors(feeds: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.from_numpy(feeds[k]) for k in ("x", "t", "y"))
+def _run(den: Denoiser, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """One call on the feeds as they are (no batch splitting: verify feeds what the artifact takes)."""
+    x, t, y = (torch.from_numpy(feeds[k]) for k in ("x", "t", "y"))
+    return den._forward(x, t, y).float().cpu().numpy()
 
 
-def run_torch(artifact: Artifact, feeds: dict[str, np.ndarray], device: str = "cpu") -> np.ndarray:
-    """The exported model rebuilt from the manifest (same weights, same dtype), eager."""
-    x, t, y = _tensors(feeds)
-    return torch_denoiser_for(artifact, device)._forward(x, t, y).float().cpu().numpy()
+def run_torch(artifact: Artifact, feeds: dict[str, np.ndarray], device: str, engine: str | Path | None) -> np.ndarray:
+    """The exported model rebuilt from the manifest (same weights, same dtype), eager: the reference."""
+    return _run(torch_denoiser_for(artifact, device), feeds)
 
 
-def run_ort(artifact: Artifact, feeds: dict[str, np.ndarray]) -> np.ndarray:
+def run_graph(artifact: Artifact, feeds: dict[str, np.ndarray], device: str, engine: str | Path | None) -> np.ndarray:
+    """The same module replayed from a CUDA graph (needs --device cuda)."""
+    return _run(torch_denoiser_for(artifact, device, cuda_graph=True), feeds)
+
+
+def run_ort(artifact: Artifact, feeds: dict[str, np.ndarray], device: str, engine: str | Path | None) -> np.ndarray:
     return OrtDenoiser(artifact).run_feeds(feeds)
 
 
-def run_trt(artifact: Artifact, feeds: dict[str, np.ndarray], engine: str | Path | None = None) -> np.ndarray:
+def run_trt(artifact: Artifact, feeds: dict[str, np.ndarray], device: str, engine: str | Path | None) -> np.ndarray:
     """The artifact's engine: `engine` if given, else the newest one built for this TensorRT and GPU."""
-    x, t, y = _tensors(feeds)
-    return TrtDenoiser(artifact, engine)._forward(x, t, y).float().cpu().numpy()
+    return _run(TrtDenoiser(artifact, engine), feeds)
 
 
-BACKENDS = {"torch": run_torch, "ort": run_ort, "trt": run_trt}
+BACKENDS = {"torch": run_torch, "graph": run_graph, "ort": run_ort, "trt": run_trt}

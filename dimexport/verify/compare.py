@@ -109,10 +109,10 @@ def verify(
     for key, given in (("atol", atol or {}), ("rtol", rtol or {})):
         tol[key] = given.get(OUTPUT_NAME, given.get("*", tol[key]))
     feeds = make_inputs(artifact, seed)
-    outputs = {"torch": BACKENDS["torch"](artifact, feeds, device)}
+    outputs = {"torch": BACKENDS["torch"](artifact, feeds, device, engine)}
     for name in backends:
         if name != "torch":
-            outputs[name] = BACKENDS[name](artifact, feeds, engine=engine) if name == "trt" else BACKENDS[name](artifact, feeds)
+            outputs[name] = BACKENDS[name](artifact, feeds, device, engine)
     rows = [compare(outputs[n], outputs["torch"], tol, (OUTPUT_NAME, n, "torch")) for n in outputs if n != "torch"]
     report = {
         "artifact": str(artifact.folder),
