@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 python3 -c 'from dimexport.ops import _native; print("native scan:", _native.available())' 2>&1 | tee -a "$OUT/env.txt"
 status=0
 timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_denoiser.py tests/test_sample_parity.py \
-  2>&1 | tee "$OUT/tests.log" | tail -15 || status=1
+  2>&1 | tee "$OUT/sample_tests.log" | tail -15 || status=1
 timeout 420 python3 bench/sample.py --models ${MODELS:-dim-l dis-l-2} --dtypes fp16 bf16 --images ${IMAGES:-8} \
   --steps ${STEPS:-50} --repeat 2 --out "$OUT/sample_gpu.json" 2>&1 | tee "$OUT/sample_gpu.log" || status=1
 exit $status

@@ -259,6 +259,8 @@ def markdown(env: dict, results: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                    help="cpu: the CPU kernel against the reference and its floor (bench/scan_cpu.py), 1 and all threads")
     ap.add_argument("--variant", action="append", default=[], help="name=path of a libdimexport_scan.so")
     ap.add_argument("--json", type=Path, help="write all numbers here")
     ap.add_argument("--md", type=Path, help="write the markdown table here")
@@ -270,6 +272,19 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.device == "cpu":
+        import scan_cpu
+
+        env = scan_cpu.environment()
+        most = os.cpu_count() or 1
+        runs = [scan_cpu.run(t, forward=t == most) for t in sorted({1, most})]
+        md = scan_cpu.markdown(env, runs)
+        print(md)
+        for path, text in ((args.json, json.dumps(dict(environment=env, runs=runs), indent=1)), (args.md, md)):
+            if path:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
         return
     variants = [v.split("=", 1) for v in args.variant] or [["default", str(ROOT / "dimexport/lib/libdimexport_scan.so")]]
     results = []

@@ -87,7 +87,17 @@ def _trt_plugin_library() -> Component:
 
 
 def _scan_library() -> Component:
+    """Where the scan runs: the library's CPU kernel (and CUDA kernel with a GPU), else the slow reference."""
     path = scan_library_path()
     if path is None:
-        return Component("scan_library", False, detail=f"{SCAN_FILE} not built (see README: Build the CUDA library)")
-    return Component("scan_library", True, detail=str(path))
+        return Component("scan_library", False, detail=f"{SCAN_FILE} not built: the scan runs the slow pure-PyTorch "
+                         "reference on CPU and GPU (see README: Build the CUDA kernel and the TensorRT plugin)")
+    from .errors import EnvironmentProblem
+    from .ops import _native
+
+    try:
+        _native.load()
+    except EnvironmentProblem as exc:
+        return Component("scan_library", False, detail=f"{exc} (the scan runs the slow pure-PyTorch reference)")
+    cuda = "CUDA kernel on the GPU" if _native.available() else "no GPU visible for its CUDA kernel"
+    return Component("scan_library", True, detail=f"{path}: CPU kernel; {cuda}")

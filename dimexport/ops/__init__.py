@@ -1,6 +1,6 @@
 """Custom ops used by the models; importing this package registers them with torch.
 
-On CUDA tensors the selective scan runs the fused kernel of libdimexport_scan.so when it is built
+The selective scan runs the fused kernels of libdimexport_scan.so (CPU and CUDA) when it is built
 (dimexport/lib/ or $DIMEXPORT_SCAN_LIB), else the pure-PyTorch reference.
 """
 
@@ -12,6 +12,6 @@ from .selective_scan import (
     selective_scan_reference,
 )
 
-_native.register_cuda_kernel()
+_native.register_kernels()
 
 __all__ = ["OP_NAME", "check_scan_inputs", "selective_scan", "selective_scan_reference"]

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..libraries import SCAN_ENV, SCAN_FILE, expected_path, scan_library_path
 from ..errors import EnvironmentProblem
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 _BUILD_HINT = (
     "build it with `cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build -j && "
     "cmake --install build --prefix .` in the dimexport checkout, or set "
@@ -81,6 +81,8 @@ def load() -> ctypes.CDLL:
         )
     lib.dimex_selective_scan_fwd.restype = ctypes.c_int
     lib.dimex_selective_scan_fwd.argtypes = [ctypes.POINTER(ScanParams), ctypes.c_void_p]
+    lib.dimex_selective_scan_fwd_cpu.restype = ctypes.c_int
+    lib.dimex_selective_scan_fwd_cpu.argtypes = [ctypes.POINTER(ScanParams), ctypes.c_int]
     lib.dimex_selective_scan_workspace_size.restype = ctypes.c_size_t
     lib.dimex_selective_scan_workspace_size.argtypes = [ctypes.POINTER(ScanParams)]
     lib.dimex_status_string.restype = ctypes.c_char_p
@@ -89,15 +91,21 @@ def load() -> ctypes.CDLL:
 
 
 @functools.lru_cache(maxsize=None)
-def available() -> bool:
-    """True if the native kernel can run here: the library loads and torch sees a CUDA device (cached)."""
-    if not torch.cuda.is_available() or scan_library_path() is None:
+def loads() -> bool:
+    """True if the library is built and loads with the right ABI (cached); its CPU kernel then runs here."""
+    if scan_library_path() is None:
         return False
     try:
         load()
     except EnvironmentProblem:
         return False
     return True
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+    """True if the CUDA kernel can run here: the library loads and torch sees a CUDA device (cached)."""
+    return torch.cuda.is_available() and loads()
 
 
 def _strides(t: Tensor, n: int) -> "ctypes.Array[ctypes.c_int64]":
@@ -108,34 +116,11 @@ def _ptr(t: Optional[Tensor]) -> Optional[int]:
     return None if t is None else t.data_ptr()
 
 
-def scan_cuda(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Optional[Tensor],
-    z: Optional[Tensor],
-    delta_bias: Optional[Tensor],
-    delta_softplus: bool,
-    reverse: bool,
-    out: Optional[Tensor] = None,
-    split: bool = True,
-) -> Tensor:
-    """Run the native kernel on the current stream; inputs are validated by the op, any strides work.
-
-    ``out`` (shape (B, D, L), u's dtype, any strides) is written in place when given, so that tests
-    can poison it first; otherwise a contiguous tensor is allocated. The workspace that lets the kernel
-    split the sequence across CTAs comes from torch's caching allocator on the current stream (graph-safe);
-    ``split=False`` passes none, which forces the one-pass kernel.
-    """
-    lib = load()
+def _params(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
+            delta_bias: Optional[Tensor], delta_softplus: bool, reverse: bool, out: Tensor) -> ScanParams:
+    """The ABI's description of one scan; A, D and delta_bias must be contiguous, the rest may have any strides."""
     batch, dim, seqlen = u.shape
-    # The ABI wants the fp32 parameters contiguous (they are tiny); sequence tensors keep their strides.
-    A, D, delta_bias = (None if t is None else t.contiguous() for t in (A, D, delta_bias))
-    if out is None:
-        out = torch.empty((batch, dim, seqlen), dtype=u.dtype, device=u.device)
-    params = ScanParams(
+    return ScanParams(
         batch=batch,
         dim=dim,
         seqlen=seqlen,
@@ -160,6 +145,45 @@ def scan_cuda(
         delta_softplus=int(bool(delta_softplus)),
         reverse=int(bool(reverse)),
     )
+
+
+def _prepare(u: Tensor, A: Tensor, D: Optional[Tensor], delta_bias: Optional[Tensor], out: Optional[Tensor]):
+    """The small fp32 parameters made contiguous (the ABI wants them so) and the output tensor."""
+    A, D, delta_bias = (None if t is None else t.contiguous() for t in (A, D, delta_bias))
+    if out is None:
+        out = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+    return A, D, delta_bias, out
+
+
+def _check(lib: ctypes.CDLL, status: int, entry: str) -> None:
+    if status != 0:
+        raise RuntimeError(f"{entry} failed: {lib.dimex_status_string(status).decode()}")
+
+
+def scan_cuda(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Optional[Tensor],
+    z: Optional[Tensor],
+    delta_bias: Optional[Tensor],
+    delta_softplus: bool,
+    reverse: bool,
+    out: Optional[Tensor] = None,
+    split: bool = True,
+) -> Tensor:
+    """Run the native kernel on the current stream; inputs are validated by the op, any strides work.
+
+    ``out`` (shape (B, D, L), u's dtype, any strides) is written in place when given, so that tests
+    can poison it first; otherwise a contiguous tensor is allocated. The workspace that lets the kernel
+    split the sequence across CTAs comes from torch's caching allocator on the current stream (graph-safe);
+    ``split=False`` passes none, which forces the one-pass kernel.
+    """
+    lib = load()
+    A, D, delta_bias, out = _prepare(u, A, D, delta_bias, out)
+    params = _params(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, out)
     nbytes = lib.dimex_selective_scan_workspace_size(ctypes.byref(params)) if split else 0
     # Kept alive until the call has been enqueued; the allocator's stream order protects it after that.
     workspace = torch.empty(nbytes, dtype=torch.uint8, device=u.device) if nbytes else None
@@ -168,15 +192,39 @@ def scan_cuda(
     with torch.cuda.device(u.device):
         stream = torch.cuda.current_stream(u.device).cuda_stream
         status = lib.dimex_selective_scan_fwd(ctypes.byref(params), ctypes.c_void_p(stream))
-    if status != 0:
-        raise RuntimeError(f"dimex_selective_scan_fwd failed: {lib.dimex_status_string(status).decode()}")
+    _check(lib, status, "dimex_selective_scan_fwd")
     return out
 
 
-def register_cuda_kernel() -> None:
-    """Make the native kernel the CUDA implementation of torch.ops.dimexport.selective_scan.
+def scan_cpu(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Optional[Tensor],
+    z: Optional[Tensor],
+    delta_bias: Optional[Tensor],
+    delta_softplus: bool,
+    reverse: bool,
+    out: Optional[Tensor] = None,
+    threads: Optional[int] = None,
+) -> Tensor:
+    """Run the CPU kernel on host tensors (any strides) with `threads` OpenMP threads (default: torch's
+    intra-op thread count). ctypes drops the GIL for the call."""
+    lib = load()
+    A, D, delta_bias, out = _prepare(u, A, D, delta_bias, out)
+    params = _params(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, out)
+    status = lib.dimex_selective_scan_fwd_cpu(ctypes.byref(params), threads or torch.get_num_threads())
+    _check(lib, status, "dimex_selective_scan_fwd_cpu")
+    return out
 
-    Falls back to the pure-torch reference when the library is missing, so CUDA tensors always work.
+
+def register_kernels() -> None:
+    """Make the native kernels the CPU and CUDA implementations of torch.ops.dimexport.selective_scan.
+
+    Each falls back to the pure-torch reference when the library is missing (CUDA) or does not load (CPU: then
+    `dimexport doctor` says so), so every tensor always works.
     """
     from .selective_scan import check_scan_inputs, selective_scan, selective_scan_reference
 
@@ -196,4 +244,22 @@ def register_cuda_kernel() -> None:
         check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
         if available():
             return scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+
+    @selective_scan.register_kernel("cpu")
+    def _selective_scan_cpu(
+        u: Tensor,
+        delta: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Tensor,
+        D: Optional[Tensor] = None,
+        z: Optional[Tensor] = None,
+        delta_bias: Optional[Tensor] = None,
+        delta_softplus: bool = True,
+        reverse: bool = False,
+    ) -> Tensor:
+        check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+        if loads():
+            return scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
         return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)

@@ -17,19 +17,26 @@
  * states). That needs scratch memory which the caller provides: dimex_selective_scan_workspace_size() says how
  * much, `workspace` / `workspace_bytes` pass it. A NULL workspace or 0 bytes is valid and disables the split
  * (the result is then computed in one pass, as in version 1). The split changes rounding only.
+ *
+ * CPU (ABI version 3): dimex_selective_scan_fwd_cpu computes the same scan on host memory with OpenMP threads.
+ * Builds without CUDA define DIMEX_SCAN_NO_CUDA; cudaStream_t is then only an opaque pointer type.
  */
 #ifndef DIMEXPORT_SCAN_H
 #define DIMEXPORT_SCAN_H
 
 #include <stddef.h>
 #include <stdint.h>
+#ifdef DIMEX_SCAN_NO_CUDA
+typedef struct CUstream_st* cudaStream_t;
+#else
 #include <cuda_runtime_api.h>
+#endif
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define DIMEX_SCAN_ABI_VERSION 2
+#define DIMEX_SCAN_ABI_VERSION 3
 
 typedef enum { DIMEX_FLOAT32 = 0, DIMEX_FLOAT16 = 1, DIMEX_BFLOAT16 = 2 } dimex_dtype;
 
@@ -71,6 +78,11 @@ size_t dimex_selective_scan_workspace_size(const dimex_scan_params* params);
 /* Enqueues the forward scan on `stream` (one or two kernel launches). No allocation, no synchronisation:
  * capturable in a CUDA graph. The workspace is used by these launches only, in stream order. */
 int dimex_selective_scan_fwd(const dimex_scan_params* params, cudaStream_t stream);
+
+/* The forward scan on the CPU: every pointer is host memory, the workspace fields are ignored. Runs on
+ * `num_threads` OpenMP threads (0: OpenMP's default) and returns when done; the result does not depend on the
+ * number of threads. fp32 state and math (the CUDA kernel's polynomials), fp16/bf16 I/O rounded to nearest. */
+int dimex_selective_scan_fwd_cpu(const dimex_scan_params* params, int num_threads);
 
 /* A static, human-readable description of a dimex_status code. */
 const char* dimex_status_string(int status);

@@ -6,9 +6,9 @@
 #include <cuda_fp16.h>
 #include <cstdint>
 
-namespace dimex {
+#include "scan_math_common.h"
 
-constexpr float kLog2e = 1.4426950408889634f;
+namespace dimex {
 
 // 2^x on the special-function unit. Max error ~2 ulp; denormal results flush to zero, which only
 // affects decays below 1e-38 (their contribution to the state is far below fp32 resolution).
@@ -25,47 +25,10 @@ __device__ __forceinline__ float rcp_sfu(float x) {
   return y;
 }
 
-// 2^x on the FMA pipes (FlashAttention-3 style offload). x = j + f with j = rint(x), f in [-0.5, 0.5];
-// 2^f = 1 + f * r(f) with r a degree-5 near-minimax fit of (2^f - 1)/f, so that decays close to 1 keep
-// their relative accuracy in (1 - decay) (scan_kernels.md §7b trap 5): max relative error 9e-8 over the
-// range, better than ex2.approx. Inputs below -126 return 2^-126 (a decay of 1e-38, i.e. zero for the
-// state); the kernel only passes x = dt * A * log2(e) <= 0.
-__device__ __forceinline__ float ex2_poly(float x) {
-  x = fmaxf(x, -126.0f);
-  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer in the low mantissa bits
-  const float t = __fadd_rn(x, magic);
-  const float j = __fsub_rn(t, magic);
-  const float f = __fsub_rn(x, j);
-  float r = 1.540351223e-04f;
-  r = fmaf(r, f, 1.339073526e-03f);
-  r = fmaf(r, f, 9.618237615e-03f);
-  r = fmaf(r, f, 5.550357327e-02f);
-  r = fmaf(r, f, 2.402264923e-01f);
-  r = fmaf(r, f, 6.931471825e-01f);
-  const float p = fmaf(f, r, 1.0f);
-  // The integer j sits in the low bits of t; shifting t's bits by 23 moves it into the exponent field
-  // (the magic's own bits shift out of the 32-bit word).
-  return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
-}
-
-// softplus with PyTorch's threshold (x > 20 -> x), accurate to a few ulp everywhere:
-// softplus(x) = max(x, 0) + log1p(e) with e = exp(-|x|) in (0, 1], and log1p(e) = e * q(e) with q a
-// degree-7 near-minimax fit of log1p(e)/e on [0, 1] (max relative error 4e-7). One SFU op. Computing
-// log(1 + e) with lg2.approx instead loses all relative accuracy for small dt (lg2 near 1 has an
+// softplus with PyTorch's threshold (x > 20 -> x), accurate to a few ulp everywhere (scan_math_common.h). One
+// SFU op. Computing log(1 + e) with lg2.approx instead loses all relative accuracy for small dt (lg2 near 1 has an
 // absolute, not relative, error bound).
-__device__ __forceinline__ float softplus_acc(float x) {
-  const float e = ex2_sfu(-fabsf(x) * kLog2e);
-  float q = -8.539198898e-03f;
-  q = fmaf(q, e, 4.408959672e-02f);
-  q = fmaf(q, e, -1.076816618e-01f);
-  q = fmaf(q, e, 1.774523854e-01f);
-  q = fmaf(q, e, -2.449546158e-01f);
-  q = fmaf(q, e, 3.327547908e-01f);
-  q = fmaf(q, e, -4.999740422e-01f);
-  q = fmaf(q, e, 9.999998212e-01f);
-  const float r = fmaf(e, q, fmaxf(x, 0.0f));
-  return x > 20.0f ? x : r;
-}
+__device__ __forceinline__ float softplus_acc(float x) { return softplus_from_exp(x, ex2_sfu(-fabsf(x) * kLog2e)); }
 
 // z * sigmoid(z) = z / (1 + exp(-z)); two SFU ops. For z -> -inf, exp overflows to inf and rcp gives 0.
 __device__ __forceinline__ float silu_acc(float z) {

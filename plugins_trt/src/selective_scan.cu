@@ -14,6 +14,7 @@
 #include <cstdlib>
 
 #include "scan_args.h"
+#include "scan_validate.h"
 
 #define DIMEX_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -226,15 +227,8 @@ DIMEX_EXPORT const char* dimex_status_string(int status) {
 
 DIMEX_EXPORT int dimex_selective_scan_fwd(const dimex_scan_params* p, cudaStream_t stream) {
   using namespace dimex;
-  if (p == nullptr) return DIMEX_ERR_INVALID_ARGUMENT;
-  if (p->batch <= 0 || p->dim <= 0 || p->seqlen <= 0 || p->dstate <= 0 || p->ngroups <= 0)
-    return DIMEX_ERR_INVALID_ARGUMENT;
-  if (p->dim % p->ngroups != 0) return DIMEX_ERR_INVALID_ARGUMENT;
-  if (!p->u || !p->delta || !p->A || !p->B || !p->C || !p->out) return DIMEX_ERR_INVALID_ARGUMENT;
-  if (p->dstate > 64) return DIMEX_ERR_UNSUPPORTED;
-  if (p->dtype != DIMEX_FLOAT32 && p->dtype != DIMEX_FLOAT16 && p->dtype != DIMEX_BFLOAT16)
-    return DIMEX_ERR_UNSUPPORTED;
-  if (p->seqlen > INT_MAX / 2 || p->dim > INT_MAX / 2 || p->batch > INT_MAX) return DIMEX_ERR_INVALID_ARGUMENT;
+  const int checked = check_scan_params(p);
+  if (checked != DIMEX_OK) return checked;
 
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) return DIMEX_ERR_CUDA;

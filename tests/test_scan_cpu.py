@@ -1,0 +1,132 @@
+"""The CPU kernel of libdimexport_scan.so against the float64 oracle: a seeded sweep of random shapes (lengths
+1..2000, odd sizes, dstate 1..64, groups), every flag, all I/O dtypes, both directions, strided views; thread
+counts do not change a bit; the op dispatches CPU tensors to it.
+
+CI builds the library (`.ci/run`), so there a missing library fails these tests instead of skipping them."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import torch
+
+from dimexport.ops import _native, selective_scan
+from dimexport.ops.oracle import selective_scan_oracle
+
+if not _native.loads():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must test the CPU kernel, but libdimexport_scan.so does not load (see .ci/run)")
+    pytest.skip("libdimexport_scan.so is not built (see README: Build the CUDA kernel and the TensorRT plugin)", allow_module_level=True)
+
+TOL = {torch.float32: 2e-6, torch.float16: 2.0**-11 + 2e-6, torch.bfloat16: 2.0**-8 + 2e-6}
+
+
+def inputs(batch, dim, seqlen, dstate, groups, dtype, seed, *, z=True, D=True, bias=True, softplus=True,
+           adversarial=False) -> dict:
+    """Mamba-like parameters (A = -exp(log(1..N) + noise), dt in [1e-3, 0.1]); `adversarial`: dt up to 10,
+    some delta past softplus's threshold of 20 or far below zero, larger |u|."""
+    g = torch.Generator().manual_seed(seed)
+    rnd = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    uni = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
+    A = -torch.exp(torch.log(torch.arange(1, dstate + 1.0)).expand(dim, dstate) + 0.1 * rnd(dim, dstate))
+    dt = torch.exp(-6.9 + uni(batch, dim, seqlen) * (9.2 if adversarial else 4.6))  # 1e-3 .. 10 (or 0.1)
+    b = 0.3 * rnd(dim) if bias else None
+    delta = (torch.log(torch.expm1(dt)) if softplus else dt) - (b[:, None] if bias else 0)
+    if adversarial and softplus:
+        spot = uni(batch, dim, seqlen)
+        delta = torch.where(spot < 0.02, torch.full_like(delta, 25.0), delta)
+        delta = torch.where(spot > 0.98, torch.full_like(delta, -30.0), delta)
+    io = lambda t: t.to(dtype)  # noqa: E731
+    return dict(u=io((10.0 if adversarial else 1.0) * rnd(batch, dim, seqlen)), delta=io(delta), A=A,
+                B=io(rnd(batch, groups, dstate, seqlen)), C=io(rnd(batch, groups, dstate, seqlen)),
+                D=rnd(dim) if D else None, z=io(rnd(batch, dim, seqlen)) if z else None, delta_bias=b)
+
+
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+
+
+def oracle(args: dict, softplus: bool, reverse: bool) -> torch.Tensor:
+    """float64 on the inputs as the kernel sees them (already rounded to the I/O dtype)."""
+    return selective_scan_oracle(**{k: None if v is None else v.double() for k, v in args.items()},
+                                 delta_softplus=softplus, reverse=reverse)
+
+
+def random_cases(count: int, seed: int = 1234) -> list[tuple]:
+    rng = random.Random(seed)
+    cases = []
+    for i in range(count):
+        groups = rng.choice([1, 1, 2, 3])
+        dim = groups * rng.choice([1, 3, 7, 8, 9, 16, 17, 40])
+        seqlen = rng.choice([1, 2, 5, 63, 64, 65, 127, 366, 1001, 2000])
+        dstate = rng.choice([1, 4, 15, 16, 17, 32, 33, 64])
+        dtype = [torch.float32, torch.float16, torch.bfloat16][i % 3]
+        flags = dict(z=rng.random() < 0.7, D=rng.random() < 0.8, bias=rng.random() < 0.8,
+                     softplus=rng.random() < 0.8, adversarial=rng.random() < 0.3)
+        cases.append((rng.choice([1, 2, 3]), dim, seqlen, dstate, groups, dtype, rng.random() < 0.5, flags, i))
+    return cases
+
+
+@pytest.mark.parametrize("batch,dim,seqlen,dstate,groups,dtype,reverse,flags,seed", random_cases(60))
+def test_kernel_matches_fp64_oracle(batch, dim, seqlen, dstate, groups, dtype, reverse, flags, seed):
+    args = inputs(batch, dim, seqlen, dstate, groups, dtype, seed, **flags)
+    out = _native.scan_cpu(**args, delta_softplus=flags["softplus"], reverse=reverse, threads=2)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    err = rel_error(out, oracle(args, flags["softplus"], reverse))
+    assert err <= TOL[dtype], f"relative error {err:.3e} > {TOL[dtype]:.1e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_threads_do_not_change_a_bit(dtype, reverse):
+    args = inputs(3, 37, 300, 16, 1, dtype, seed=5)
+    outs = [_native.scan_cpu(**args, delta_softplus=True, reverse=reverse, threads=n) for n in (1, 2, 3)]
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+def test_strided_views_and_written_in_place():
+    """Token-major (B, L, D) tensors seen as (B, D, L) views, B/C as (B, L, G, N) views, and an `out` view."""
+    args = inputs(2, 24, 150, 16, 2, torch.float32, seed=7)
+    views = dict(args)
+    for k in ("u", "delta", "z"):
+        views[k] = args[k].transpose(1, 2).contiguous().transpose(1, 2)
+    for k in ("B", "C"):
+        views[k] = args[k].permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+    out = torch.full((2, 150, 24), float("nan")).transpose(1, 2)
+    _native.scan_cpu(**views, delta_softplus=True, reverse=True, out=out)
+    torch.testing.assert_close(out, _native.scan_cpu(**args, delta_softplus=True, reverse=True), rtol=0, atol=0)
+
+
+def test_op_dispatches_cpu_tensors_to_the_kernel():
+    args = inputs(2, 16, 100, 16, 1, torch.bfloat16, seed=3)
+    via_op = selective_scan(**args, delta_softplus=True, reverse=False)
+    assert torch.equal(via_op, _native.scan_cpu(**args, delta_softplus=True, reverse=False))
+
+
+def test_invalid_parameters_return_a_status():
+    args = inputs(1, 4, 8, 4, 1, torch.float32, seed=0)
+    with pytest.raises(RuntimeError, match=r"dimex_selective_scan_fwd_cpu failed: invalid argument"):
+        _native.scan_cpu(**{**args, "B": args["B"].expand(1, 3, 4, 8)}, delta_softplus=True, reverse=False)
+
+
+def test_every_cpu_variant_gives_the_same_bits(tmp_path):
+    """The AVX-512 copy (16 channels per vector, where the CPU has it) and the AVX2 copy (8) agree bit for bit;
+    the variant is chosen once per process, so the AVX2 run is a child process."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); from tests.test_scan_cpu import inputs; "
+        "from dimexport.ops import _native; "
+        "args = inputs(2, 40, 130, 16, 2, torch.float32, seed=11); "
+        "torch.save(_native.scan_cpu(**args, delta_softplus=True, reverse=True), sys.argv[2])"
+    )
+    root = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
+    outs = []
+    for i, env in enumerate(({}, {"DIMEX_SCAN_CPU_NO_AVX512": "1"})):
+        path = tmp_path / f"{i}.pt"
+        subprocess.run([sys.executable, "-c", script, root, str(path)], check=True, env={**os.environ, **env})
+        outs.append(torch.load(path))
+    assert torch.equal(outs[0], outs[1])
