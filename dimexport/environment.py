@@ -91,7 +91,7 @@ def _scan_library() -> Component:
     path = scan_library_path()
     if path is None:
         return Component("scan_library", False, detail=f"{SCAN_FILE} not built: the scan runs the slow pure-PyTorch "
-                         "reference on CPU and GPU (see README: Build the CUDA kernel and the TensorRT plugin)")
+                         "reference on CPU and GPU; `pip install -e .` in the checkout builds it")
     from .errors import EnvironmentProblem
     from .ops import _native
 
@@ -99,5 +99,8 @@ def _scan_library() -> Component:
         _native.load()
     except EnvironmentProblem as exc:
         return Component("scan_library", False, detail=f"{exc} (the scan runs the slow pure-PyTorch reference)")
-    cuda = "CUDA kernel on the GPU" if _native.available() else "no GPU visible for its CUDA kernel"
+    if not _native.has_cuda():
+        cuda = "built without CUDA: CUDA tensors run the slow reference (reinstall where nvcc is found)"
+    else:
+        cuda = "CUDA kernel on the GPU" if _native.available() else "CUDA kernel (no GPU visible)"
     return Component("scan_library", True, detail=f"{path}: CPU kernel; {cuda}")

@@ -112,3 +112,20 @@ def test_op_on_cuda_matches_oracle(scan_inputs, dtype):
     out = selective_scan(**args, reverse=True)
     ref = selective_scan_oracle(**args, reverse=True)
     assert out.is_cuda and rel_err(out, ref) <= (1e-6 if dtype == torch.float32 else torch.finfo(dtype).eps)
+
+
+def test_missing_library_warns_once_and_names_the_fix(tmp_path):
+    """Without the native library the op still works (the reference), but says so, with the install command."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import torch, warnings; from dimexport.ops import selective_scan; "
+              "from dimexport.ops.testing import realistic_scan_inputs; warnings.simplefilter('always'); "
+              "a = realistic_scan_inputs(1, 4, 8); [selective_scan(**a) for _ in range(3)]")
+    env = {**os.environ, "DIMEXPORT_SCAN_LIB": str(tmp_path / "missing.so")}
+    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    lines = [line for line in res.stderr.splitlines() if "RuntimeWarning" in line]
+    assert len(lines) == 1, res.stderr
+    assert ("the selective scan on cpu runs the slow pure-PyTorch reference: dimexport scan library not found at "
+            f"{tmp_path / 'missing.so'}; reinstall dimexport from its checkout (`pip install -e .` builds it)") in lines[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import warnings
 from typing import Optional
 
 import torch
@@ -21,8 +22,7 @@ from ..errors import EnvironmentProblem
 
 ABI_VERSION = 3
 _BUILD_HINT = (
-    "build it with `cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build -j && "
-    "cmake --install build --prefix .` in the dimexport checkout, or set "
+    "reinstall dimexport from its checkout (`pip install -e .` builds it), or set "
     f"{SCAN_ENV} to a {SCAN_FILE} built from the same source"
 )
 _DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -79,6 +79,8 @@ def load() -> ctypes.CDLL:
             f"{path} implements scan ABI version {version}, this package needs {ABI_VERSION}; "
             f"rebuild it from this checkout ({_BUILD_HINT})"
         )
+    lib.dimex_scan_has_cuda.restype = ctypes.c_int
+    lib.dimex_scan_has_cuda.argtypes = []
     lib.dimex_selective_scan_fwd.restype = ctypes.c_int
     lib.dimex_selective_scan_fwd.argtypes = [ctypes.POINTER(ScanParams), ctypes.c_void_p]
     lib.dimex_selective_scan_fwd_cpu.restype = ctypes.c_int
@@ -102,10 +104,15 @@ def loads() -> bool:
     return True
 
 
+def has_cuda() -> bool:
+    """True if the library loads and was built with its CUDA kernel (a CUDA compiler at install time)."""
+    return loads() and bool(load().dimex_scan_has_cuda())
+
+
 @functools.lru_cache(maxsize=None)
 def available() -> bool:
-    """True if the CUDA kernel can run here: the library loads and torch sees a CUDA device (cached)."""
-    return torch.cuda.is_available() and loads()
+    """True if the CUDA kernel can run here: the library has it and torch sees a CUDA device (cached)."""
+    return torch.cuda.is_available() and has_cuda()
 
 
 def _strides(t: Tensor, n: int) -> "ctypes.Array[ctypes.c_int64]":
@@ -220,11 +227,26 @@ def scan_cpu(
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def warn_reference(device_type: str) -> None:
+    """Say once per device type that the scan runs the slow reference, why, and how to get the kernel."""
+    if device_type == "cuda" and loads():
+        why = f"{scan_library_path()} was built without CUDA"
+    else:
+        try:
+            load()
+            return  # the library loads: only CUDA-less builds reach here
+        except EnvironmentProblem as exc:
+            why = str(exc)
+    warnings.warn(f"dimexport: the selective scan on {device_type} runs the slow pure-PyTorch reference: {why}",
+                  RuntimeWarning, stacklevel=3)
+
+
 def register_kernels() -> None:
     """Make the native kernels the CPU and CUDA implementations of torch.ops.dimexport.selective_scan.
 
-    Each falls back to the pure-torch reference when the library is missing (CUDA) or does not load (CPU: then
-    `dimexport doctor` says so), so every tensor always works.
+    Each falls back to the pure-torch reference when the library is missing, does not load, or (CUDA) was built
+    without CUDA, with a warning that says so once, so every tensor always works.
     """
     from .selective_scan import check_scan_inputs, selective_scan, selective_scan_reference
 
@@ -244,6 +266,7 @@ def register_kernels() -> None:
         check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
         if available():
             return scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+        warn_reference("cuda")
         return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
 
     @selective_scan.register_kernel("cpu")
@@ -262,4 +285,5 @@ def register_kernels() -> None:
         check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
         if loads():
             return scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+        warn_reference("cpu")
         return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)

@@ -19,7 +19,8 @@
  * (the result is then computed in one pass, as in version 1). The split changes rounding only.
  *
  * CPU (ABI version 3): dimex_selective_scan_fwd_cpu computes the same scan on host memory with OpenMP threads.
- * Builds without CUDA define DIMEX_SCAN_NO_CUDA; cudaStream_t is then only an opaque pointer type.
+ * The library may be built without CUDA (dimex_scan_has_cuda); code compiled with DIMEX_SCAN_NO_CUDA needs no CUDA
+ * header, cudaStream_t is then only an opaque pointer type.
  */
 #ifndef DIMEXPORT_SCAN_H
 #define DIMEXPORT_SCAN_H
@@ -45,7 +46,8 @@ typedef enum {
   DIMEX_ERR_INVALID_ARGUMENT = 1, /* a null pointer, a non-positive or too large size, ngroups not dividing
                                      dim, a workspace not aligned to DIMEX_SCAN_WORKSPACE_ALIGN bytes */
   DIMEX_ERR_UNSUPPORTED = 2,      /* dstate > 64, dtype unknown */
-  DIMEX_ERR_CUDA = 3              /* a CUDA launch error; cudaGetLastError() holds the cause */
+  DIMEX_ERR_CUDA = 3,             /* a CUDA launch error; cudaGetLastError() holds the cause */
+  DIMEX_ERR_NO_CUDA = 4           /* the library was built without CUDA (dimex_scan_has_cuda() == 0) */
 } dimex_status;
 
 typedef struct {
@@ -86,6 +88,10 @@ int dimex_selective_scan_fwd_cpu(const dimex_scan_params* params, int num_thread
 
 /* A static, human-readable description of a dimex_status code. */
 const char* dimex_status_string(int status);
+
+/* 1 if the library has the CUDA kernel (built with a CUDA compiler), else 0: then dimex_selective_scan_fwd returns
+ * DIMEX_ERR_NO_CUDA and only the CPU entry computes. */
+int dimex_scan_has_cuda(void);
 
 /* DIMEX_SCAN_ABI_VERSION of the library, so that loaders can refuse a mismatched build. */
 int dimex_scan_abi_version(void);

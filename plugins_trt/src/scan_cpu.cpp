@@ -10,7 +10,9 @@
 // AVX-512 (16) copies of the item function, chosen at run time from the CPU's features (GCC's target_clones would
 // choose "arch=" clones by CPU model); every copy gives the same bits, since each channel's arithmetic is the same
 // (explicit FMAs, no contraction, no reduction across channels). DIMEX_SCAN_CPU_NO_AVX512=1 skips AVX-512.
+#ifdef _OPENMP
 #include <omp.h>
+#endif
 
 #include <algorithm>
 #include <climits>
@@ -173,8 +175,12 @@ void scan_all(const dimex_scan_params* p, int num_threads) {
   const int64_t dg = p->dim / p->ngroups;
   const int64_t blocks = (dg + v.width - 1) / v.width;  // channel blocks per group: none straddles two groups
   const int64_t items = p->batch * p->ngroups * blocks;
+#ifdef _OPENMP
   const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
 #pragma omp parallel for schedule(static) num_threads(threads)
+#else
+  (void)num_threads;  // built without OpenMP: one thread
+#endif
   for (int64_t i = 0; i < items; ++i) {
     const int64_t blk = i % blocks, g = (i / blocks) % p->ngroups, b = i / (blocks * p->ngroups);
     const int64_t d0 = g * dg + blk * v.width;

@@ -15,6 +15,7 @@
 
 #include "scan_args.h"
 #include "scan_validate.h"
+#include "scan_status.h"
 
 #define DIMEX_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -213,17 +214,9 @@ int env_int(const char* name) {
 
 DIMEX_EXPORT int dimex_scan_abi_version(void) { return DIMEX_SCAN_ABI_VERSION; }
 
-DIMEX_EXPORT const char* dimex_status_string(int status) {
-  switch (status) {
-    case DIMEX_OK: return "ok";
-    case DIMEX_ERR_INVALID_ARGUMENT:
-      return "invalid argument (null pointer, non-positive or too large size, ngroups not dividing dim, or a "
-             "misaligned workspace)";
-    case DIMEX_ERR_UNSUPPORTED: return "unsupported (dstate > 64 or unknown dtype)";
-    case DIMEX_ERR_CUDA: return "CUDA launch error (see cudaGetLastError)";
-    default: return "unknown dimex status";
-  }
-}
+DIMEX_EXPORT int dimex_scan_has_cuda(void) { return 1; }
+
+DIMEX_EXPORT const char* dimex_status_string(int status) { return dimex::status_text(status); }
 
 DIMEX_EXPORT int dimex_selective_scan_fwd(const dimex_scan_params* p, cudaStream_t stream) {
   using namespace dimex;
