@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import warnings
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -250,40 +250,26 @@ def register_kernels() -> None:
     """
     from .selective_scan import check_scan_inputs, selective_scan, selective_scan_reference
 
-    @selective_scan.register_kernel("cuda")
-    def _selective_scan_cuda(
-        u: Tensor,
-        delta: Tensor,
-        A: Tensor,
-        B: Tensor,
-        C: Tensor,
-        D: Optional[Tensor] = None,
-        z: Optional[Tensor] = None,
-        delta_bias: Optional[Tensor] = None,
-        delta_softplus: bool = True,
-        reverse: bool = False,
-    ) -> Tensor:
-        check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
-        if available():
-            return scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-        warn_reference("cuda")
-        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    def kernel(device_type: str, native: Callable[[], bool], run: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        def impl(
+            u: Tensor,
+            delta: Tensor,
+            A: Tensor,
+            B: Tensor,
+            C: Tensor,
+            D: Optional[Tensor] = None,
+            z: Optional[Tensor] = None,
+            delta_bias: Optional[Tensor] = None,
+            delta_softplus: bool = True,
+            reverse: bool = False,
+        ) -> Tensor:
+            check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+            if native():
+                return run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+            warn_reference(device_type)
+            return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
 
-    @selective_scan.register_kernel("cpu")
-    def _selective_scan_cpu(
-        u: Tensor,
-        delta: Tensor,
-        A: Tensor,
-        B: Tensor,
-        C: Tensor,
-        D: Optional[Tensor] = None,
-        z: Optional[Tensor] = None,
-        delta_bias: Optional[Tensor] = None,
-        delta_softplus: bool = True,
-        reverse: bool = False,
-    ) -> Tensor:
-        check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
-        if loads():
-            return scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-        warn_reference("cpu")
-        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+        return impl
+
+    selective_scan.register_kernel("cuda")(kernel("cuda", available, scan_cuda))
+    selective_scan.register_kernel("cpu")(kernel("cpu", loads, scan_cpu))
