@@ -77,3 +77,9 @@ def test_graph_replays_match_eager(dtype):
     for n in (3, 3, 5):  # a second call replays the captured graph
         x, t, y = (v.cuda() for v in inputs(n, seed=n))
         torch.testing.assert_close(graph(x, t, y), eager(x, t, y), rtol=0, atol=0)
+
+
+def test_empty_batch_is_refused():
+    den = load_denoiser("torch", MODEL)
+    with pytest.raises(InputError, match=r"torch: empty batch \(x has shape \(0, 4, 16, 16\)\)"):
+        den(torch.zeros(0, 4, 16, 16), torch.ones(0), torch.zeros(0, dtype=torch.long))

@@ -106,6 +106,27 @@ def test_levels_respacing_matches_improved_ddpm() -> None:
     levels = samplers.discrete_levels(sch, 250)
     assert len(levels) == 250 and levels[0] == 1000 and levels[-1] == 1
     assert samplers.discrete_levels(sch, 1000) == list(range(1000, 0, -1))
+    # space_timesteps adds the fractional stride up before rounding: at 21 steps the 11th index is
+    # round(49.95 + ... + 49.95) = round(499.4999...) = 499, not round(10 * 49.95) = 500
+    assert 500 in samplers.discrete_levels(sch, 21) and 501 not in samplers.discrete_levels(sch, 21)
+    assert samplers.discrete_levels(sch, 1) == [1]  # one step: index 0, as improved-DDPM
+
+
+@pytest.mark.parametrize("steps", [50, 20, 7])
+def test_dpm_solver_fast_calls_the_network_at_the_grid_points(steps: int) -> None:
+    """U-ViT's `method='fast'`: one time-uniform grid of `steps` intervals from 1 to 1/1000; every third-order step
+    spans three intervals and evaluates the network at each grid point it starts or passes (r1, r2 from the grid),
+    so the calls are exactly the grid's first `steps` points, fed as 1000 t (DiM)."""
+    sch = SCHEDULES["dim"]
+    fed: list[float] = []
+
+    def net(x: torch.Tensor, model_t: torch.Tensor) -> torch.Tensor:
+        fed.append(float(model_t[0]))
+        return exact_net(sch)(x, model_t)
+
+    samplers.dpm_solver(net, sch, torch.randn(2, 1, 4, 4), steps=steps)
+    grid = torch.linspace(1.0, 1e-3, steps + 1, dtype=torch.float64)[:steps] * 1000
+    torch.testing.assert_close(torch.tensor(fed, dtype=torch.float64), grid, rtol=1e-6, atol=1e-4)
 
 
 # Cross-checks against diffusers' schedulers, a well-kept implementation of the same updates. Our samplers keep

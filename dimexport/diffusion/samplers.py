@@ -67,12 +67,16 @@ def singlestep_orders(steps: int, order: int) -> list[int]:
     return [1] * steps
 
 
-def _singlestep_update(m: _Continuous, x: Tensor, s: Tensor, t: Tensor, order: int, predict_x0: bool) -> Tensor:
-    """One DPM-Solver step of `order` (1, 2 with r1 = 1/2, 3 with r1 = 1/3, r2 = 2/3), solver type 'dpm_solver'."""
+def _singlestep_update(m: _Continuous, x: Tensor, inner: Tensor, predict_x0: bool) -> Tensor:
+    """One DPM-Solver step (solver type 'dpm_solver') over the grid points `inner` = (s, ..., t): order =
+    len(inner) - 1, the intermediate points' log-SNR fractions r_i = (lambda(inner[i]) - lambda(s)) / h, as U-ViT's
+    'fast' method takes them from the sampling grid."""
     sch = m.s
-    lam_s, lam_t = sch.lam(s), sch.lam(t)
-    h = lam_t - lam_s
-    r = {1: (), 2: (0.5,), 3: (1 / 3, 2 / 3)}[order]
+    order = inner.numel() - 1
+    s, t = inner[:1], inner[-1:]
+    lam = sch.lam(inner)
+    lam_s, h = lam[:1], lam[-1:] - lam[:1]
+    r = [(lam[i : i + 1] - lam_s) / h for i in range(1, order)]
     mids = [sch.inverse_lam(lam_s + ri * h) for ri in r]
     la = lambda u: sch.log_alpha(u).to(x.device)  # noqa: E731
     sig = lambda u: sch.sigma(u).to(x.device)  # noqa: E731
@@ -119,18 +123,17 @@ def _singlestep_update(m: _Continuous, x: Tensor, s: Tensor, t: Tensor, order: i
 def dpm_solver(net: Net, schedule: Schedule, x: Tensor, steps: int = 50, order: int = 3, predict_x0: bool = True,
                skip: str = "time_uniform", t_0: float | None = None, t_T: float = 1.0,
                progress: Progress | None = None, channels: int | None = None) -> Tensor:
-    """DPM-Solver 'fast' (singlestep): `steps` network calls in total; t_0 defaults to 1/N (U-ViT's eps)."""
+    """DPM-Solver 'fast' (singlestep), as U-ViT's `sample(method='fast')`: a grid of `steps` intervals (t_T down to
+    t_0, default 1/N: U-ViT's eps), walked by steps of the orders `singlestep_orders` gives, each step's network calls
+    at its grid points; `steps` calls in total."""
     t_0 = 1.0 / schedule.num_timesteps if t_0 is None else t_0
-    orders = singlestep_orders(steps, order)
-    if skip == "logSNR":
-        outer = time_steps(schedule, len(orders), t_T, t_0, skip)
-    else:
-        grid = time_steps(schedule, steps, t_T, t_0, skip)
-        outer = grid[torch.cumsum(torch.tensor([0] + orders), 0)]
+    grid = time_steps(schedule, steps, t_T, t_0, skip)
     m = _Continuous(net, schedule, channels or x.shape[1], progress, steps)
     x = x.double()
-    for i, k in enumerate(orders):
-        x = _singlestep_update(m, x, outer[i : i + 1], outer[i + 1 : i + 2], k, predict_x0)
+    i = 0
+    for k in singlestep_orders(steps, order):
+        x = _singlestep_update(m, x, grid[i : i + k + 1], predict_x0)
+        i += k
     return x.float()
 
 
@@ -163,14 +166,17 @@ def dpm_solver_pp_2m(net: Net, schedule: Schedule, x: Tensor, steps: int = 20, s
 
 
 def discrete_levels(schedule: Schedule, steps: int) -> list[int]:
-    """`steps` levels evenly spaced over 1..N, highest first (improved-DDPM's respacing, shifted to 1-based)."""
+    """`steps` levels over 1..N, highest first: improved-DDPM's `space_timesteps` (a fractional stride added up and
+    rounded, as DiT respaces), shifted to 1-based levels."""
     n = schedule.num_timesteps
     if not 1 <= steps <= n:
         raise ValueError(f"steps must be in 1..{n}, got {steps}")
-    if steps == 1:
-        return [n]
-    stride = (n - 1) / (steps - 1)
-    return sorted({round(i * stride) + 1 for i in range(steps)}, reverse=True)
+    stride = 1.0 if steps == 1 else (n - 1) / (steps - 1)
+    taken, cur = set(), 0.0
+    for _ in range(steps):
+        taken.add(round(cur) + 1)
+        cur += stride
+    return sorted(taken, reverse=True)
 
 
 def ddim_step(x: Tensor, eps: Tensor, ab: Tensor, ab_prev: Tensor, eta: float = 0.0,

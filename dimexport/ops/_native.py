@@ -26,6 +26,8 @@ _BUILD_HINT = (
     f"{SCAN_ENV} to a {SCAN_FILE} built from the same source"
 )
 _DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_ENTRIES = ("dimex_scan_has_cuda", "dimex_selective_scan_fwd", "dimex_selective_scan_fwd_cpu",
+            "dimex_selective_scan_workspace_size", "dimex_status_string")
 
 
 class ScanParams(ctypes.Structure):
@@ -71,14 +73,20 @@ def load() -> ctypes.CDLL:
         lib = ctypes.CDLL(str(path))
     except OSError as exc:
         raise EnvironmentProblem(f"cannot load the dimexport scan library {path}: {exc}; {_BUILD_HINT}") from exc
-    lib.dimex_scan_abi_version.restype = ctypes.c_int
-    lib.dimex_scan_abi_version.argtypes = []
-    version = lib.dimex_scan_abi_version()
+    try:
+        lib.dimex_scan_abi_version.restype = ctypes.c_int
+        lib.dimex_scan_abi_version.argtypes = []
+        version = lib.dimex_scan_abi_version()
+    except AttributeError as exc:  # a broken or foreign build: missing entry points
+        raise EnvironmentProblem(f"{path} is not a complete dimexport scan library ({exc}); {_BUILD_HINT}") from exc
     if version != ABI_VERSION:
         raise EnvironmentProblem(
             f"{path} implements scan ABI version {version}, this package needs {ABI_VERSION}; "
             f"rebuild it from this checkout ({_BUILD_HINT})"
         )
+    missing = [name for name in _ENTRIES if not hasattr(lib, name)]
+    if missing:
+        raise EnvironmentProblem(f"{path} lacks {', '.join(missing)}; {_BUILD_HINT}")
     lib.dimex_scan_has_cuda.restype = ctypes.c_int
     lib.dimex_scan_has_cuda.argtypes = []
     lib.dimex_selective_scan_fwd.restype = ctypes.c_int

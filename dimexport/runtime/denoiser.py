@@ -48,6 +48,8 @@ class Denoiser:
         expected = self.cfg.input_shape(1, self.resolution)[1:]
         if tuple(x.shape[1:]) != expected:
             raise InputError(f"{self.name}: x has shape {tuple(x.shape)}, the model takes (B, {', '.join(map(str, expected))})")
+        if x.shape[0] == 0:
+            raise InputError(f"{self.name}: empty batch (x has shape {tuple(x.shape)})")
         if self.cfg.num_classes and y is None:
             raise InputError(f"{self.name}: {self.cfg.id} is class-conditional: pass y (num_classes = null label)")
         if y is None:
@@ -84,17 +86,20 @@ class TorchDenoiser(Denoiser):
 
     def _forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         x, t, y = x.to(self.device, self.torch_dtype), t.to(self.device), y.to(self.device)
-        if self.cuda_graph:
-            if x.shape[0] not in self._graphs:
-                self._graphs[x.shape[0]] = cuda_graphed(self.model, (x, t, y))
-            return self._graphs[x.shape[0]](x, t, y).clone()
-        try:  # cuDNN convolutions default to TF32 on the GPU; an fp32 model must compute in true fp32
-            with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-                return self.model(x, t, y)
-        except (RuntimeError, NotImplementedError) as exc:
-            if "not implemented for" not in str(exc):
-                raise
-            raise InputError(f"PyTorch cannot run a {self.dtype} model on {self.device}: {exc}; use --device cuda") from exc
+        # cuDNN convolutions default to TF32 on the GPU; an fp32 model must compute in true fp32 (a graph keeps the
+        # algorithms chosen while it is captured)
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            if self.cuda_graph:
+                if x.shape[0] not in self._graphs:
+                    self._graphs[x.shape[0]] = cuda_graphed(self.model, (x, t, y))
+                return self._graphs[x.shape[0]](x, t, y).clone()
+            try:
+                with torch.inference_mode():
+                    return self.model(x, t, y)
+            except (RuntimeError, NotImplementedError) as exc:
+                if "not implemented for" not in str(exc):
+                    raise
+                raise InputError(f"PyTorch cannot run a {self.dtype} model on {self.device}: {exc}; use --device cuda") from exc
 
 
 @functools.cache
@@ -226,6 +231,9 @@ class OrtDenoiser(Denoiser):
         return out.astype(np.float32)
 
     def _forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        if self.np_dtype is None:
+            raise InputError("ONNX Runtime's CPU kernels have no bfloat16: run a bf16 artifact with the trt backend, "
+                             "or export fp32/fp16 for ort")
         feeds = {"x": x.detach().cpu().numpy().astype(self.np_dtype), "t": t.detach().cpu().numpy().astype(np.float32),
                  "y": y.detach().cpu().numpy().astype(np.int64)}
         return torch.from_numpy(self.run_feeds(feeds))

@@ -29,7 +29,7 @@ def sample_psnr(out: torch.Tensor, ref: torch.Tensor, pixels: bool) -> float:
     """PSNR of samples: as images in [-1, 1] (clamped, peak 2), or over the reference's range for latents."""
     if pixels:
         return psnr(out.clamp(-1, 1), ref.clamp(-1, 1), 2.0)
-    return psnr(out, ref, float(ref.max() - ref.min()))
+    return psnr(out, ref, float(ref.max() - ref.min()) or 1.0)  # a constant reference: unit peak
 
 
 def _backend(name: str, folder: Path, device: str, engine: str | Path | None) -> Denoiser:
