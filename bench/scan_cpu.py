@@ -1,5 +1,5 @@
-"""The CPU selective-scan kernel against the pure-PyTorch reference and against its floor on this machine, and
-the whole forward of a small digits DiM (issue 19). Run through `python3 bench/scan.py --device cpu [--json F]
+"""The CPU selective-scan kernel against the pure-PyTorch reference and against its floor on this machine, the
+whole forward of a small digits DiM (issue 19) and its training step with the CPU backward (issue 20). Run through `python3 bench/scan.py --device cpu [--json F]
 [--md F]`.
 
 Per shape (N = 16, fp32 I/O, z and delta_bias on, forward direction):
@@ -125,10 +125,42 @@ def forward_rows(threads: int) -> list[dict]:
     return rows
 
 
+def train_rows(threads: int, batch: int = 8) -> list[dict]:
+    """One training step (forward, backward, AdamW) of the digits DiM at `batch`, with the CPU kernels' forward and
+    backward and with the reference (issue 20: >= 10x)."""
+    from dimexport.models import build_model, example_inputs
+    from dimexport.ops import _native
+
+    torch.set_num_threads(threads)
+    cfg = digits_dim()
+    x, t, y = example_inputs(cfg, batch)
+    target = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    rows = []
+    for impl in ("kernel", "reference"):
+        model = build_model(cfg, seed=0).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step() -> None:
+            loss = torch.nn.functional.mse_loss(model(x, t, y), target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        saved = _native.loads
+        if impl == "reference":
+            _native.loads = lambda: False
+        try:
+            step_s = median_s(step, 3 if impl == "kernel" else 1)
+        finally:
+            _native.loads = saved
+        rows.append(dict(impl=impl, batch=batch, step_s=step_s))
+    return rows
+
+
 def run(threads: int, forward: bool) -> dict:
     exp_rate, bw = rates(threads)
     return dict(threads=threads, exp_per_s=exp_rate, copy_bytes_per_s=bw, scans=scan_rows(threads, exp_rate, bw),
-                forward=forward_rows(threads) if forward else [])
+                forward=forward_rows(threads) if forward else [], train=train_rows(threads) if forward else [])
 
 
 def environment() -> dict:
@@ -163,5 +195,9 @@ def markdown(env: dict, runs: list[dict]) -> str:
                   "| scan | forward s | scan share (profiler) |", "|---|---|---|"]
         for f in r["forward"]:
             lines.append(f"| {f['impl']} | {f['forward_s']:.2f} | {100 * f['scan_share']:.0f} % |")
+        if r.get("train"):
+            k, ref = r["train"]
+            lines += ["", f"Training step (forward, backward, AdamW) of the same model at batch {k['batch']}: kernels "
+                      f"{k['step_s']:.2f} s, reference {ref['step_s']:.2f} s ({ref['step_s'] / k['step_s']:.0f}x)."]
         lines.append("")
     return "\n".join(lines)

@@ -20,13 +20,13 @@ from torch import Tensor
 from ..libraries import SCAN_ENV, SCAN_FILE, expected_path, scan_library_path
 from ..errors import EnvironmentProblem
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 _BUILD_HINT = (
     "reinstall dimexport from its checkout (`pip install -e .` builds it), or set "
     f"{SCAN_ENV} to a {SCAN_FILE} built from the same source"
 )
 _DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-_ENTRIES = ("dimex_scan_has_cuda", "dimex_selective_scan_fwd", "dimex_selective_scan_fwd_cpu",
+_ENTRIES = ("dimex_scan_has_cuda", "dimex_selective_scan_fwd", "dimex_selective_scan_fwd_cpu", "dimex_selective_scan_bwd_cpu",
             "dimex_selective_scan_workspace_size", "dimex_status_string")
 
 
@@ -62,6 +62,24 @@ class ScanParams(ctypes.Structure):
     ]
 
 
+class BwdParams(ctypes.Structure):
+    """Mirror of dimex_scan_bwd_params; field order is the ABI."""
+
+    _fields_ = [
+        ("fwd", ScanParams),
+        ("grad_out", ctypes.c_void_p),
+        ("grad_out_stride", ctypes.c_int64 * 3),
+        ("g_u", ctypes.c_void_p),
+        ("g_delta", ctypes.c_void_p),
+        ("g_z", ctypes.c_void_p),
+        ("g_A", ctypes.c_void_p),
+        ("g_B", ctypes.c_void_p),
+        ("g_C", ctypes.c_void_p),
+        ("g_D", ctypes.c_void_p),
+        ("g_delta_bias", ctypes.c_void_p),
+    ]
+
+
 @functools.lru_cache(maxsize=None)
 def load() -> ctypes.CDLL:
     """Load the library once and check its ABI version, so a stale build fails loudly, not wrongly."""
@@ -91,6 +109,8 @@ def load() -> ctypes.CDLL:
     lib.dimex_scan_has_cuda.argtypes = []
     lib.dimex_selective_scan_fwd.restype = ctypes.c_int
     lib.dimex_selective_scan_fwd.argtypes = [ctypes.POINTER(ScanParams), ctypes.c_void_p]
+    lib.dimex_selective_scan_bwd_cpu.restype = ctypes.c_int
+    lib.dimex_selective_scan_bwd_cpu.argtypes = [ctypes.POINTER(BwdParams), ctypes.c_int]
     lib.dimex_selective_scan_fwd_cpu.restype = ctypes.c_int
     lib.dimex_selective_scan_fwd_cpu.argtypes = [ctypes.POINTER(ScanParams), ctypes.c_int]
     lib.dimex_selective_scan_workspace_size.restype = ctypes.c_size_t
@@ -235,6 +255,41 @@ def scan_cpu(
     return out
 
 
+def scan_cpu_backward(
+    grad_out: Tensor,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Optional[Tensor],
+    z: Optional[Tensor],
+    delta_bias: Optional[Tensor],
+    delta_softplus: bool,
+    reverse: bool,
+    threads: Optional[int] = None,
+) -> tuple[Optional[Tensor], ...]:
+    """The gradients of every input (None for absent optional ones) from the CPU kernel, each in its input's dtype.
+    The states are recomputed from the inputs (no activations saved)."""
+    lib = load()
+    A, D, delta_bias, _ = _prepare(u, A, D, delta_bias, u)
+    grad_out = grad_out.to(u.dtype)
+    g = dict(u=torch.empty(u.shape), delta=torch.empty(u.shape), A=torch.empty(A.shape), B=torch.empty(B.shape),
+             C=torch.empty(C.shape), z=None if z is None else torch.empty(u.shape),
+             D=None if D is None else torch.empty(D.shape),
+             delta_bias=None if delta_bias is None else torch.empty(delta_bias.shape))
+    params = BwdParams(
+        fwd=_params(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, u),
+        grad_out=_ptr(grad_out), grad_out_stride=_strides(grad_out, 3),
+        **{f"g_{k}": _ptr(v) for k, v in g.items()},
+    )
+    status = lib.dimex_selective_scan_bwd_cpu(ctypes.byref(params), threads or torch.get_num_threads())
+    _check(lib, status, "dimex_selective_scan_bwd_cpu")
+    like = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
+    return tuple(None if g[k] is None else g[k].to(like[k].dtype) for k in ("u", "delta", "A", "B", "C", "D", "z",
+                                                                            "delta_bias"))
+
+
 @functools.lru_cache(maxsize=None)
 def warn_reference(device_type: str) -> None:
     """Say once per device type that the scan runs the slow reference, why, and how to get the kernel."""
@@ -279,5 +334,6 @@ def register_kernels() -> None:
 
         return impl
 
-    selective_scan.register_kernel("cuda")(kernel("cuda", available, scan_cuda))
-    selective_scan.register_kernel("cpu")(kernel("cpu", loads, scan_cpu))
+    # looked up at each call (not bound now), so tests and benchmarks can switch the native path off
+    selective_scan.register_kernel("cuda")(kernel("cuda", lambda: available(), scan_cuda))
+    selective_scan.register_kernel("cpu")(kernel("cpu", lambda: loads(), scan_cpu))

@@ -37,7 +37,7 @@ typedef struct CUstream_st* cudaStream_t;
 extern "C" {
 #endif
 
-#define DIMEX_SCAN_ABI_VERSION 3
+#define DIMEX_SCAN_ABI_VERSION 4
 
 typedef enum { DIMEX_FLOAT32 = 0, DIMEX_FLOAT16 = 1, DIMEX_BFLOAT16 = 2 } dimex_dtype;
 
@@ -85,6 +85,19 @@ int dimex_selective_scan_fwd(const dimex_scan_params* params, cudaStream_t strea
  * `num_threads` OpenMP threads (0: OpenMP's default) and returns when done; the result does not depend on the
  * number of threads. fp32 state and math (the CUDA kernel's polynomials), fp16/bf16 I/O rounded to nearest. */
 int dimex_selective_scan_fwd_cpu(const dimex_scan_params* params, int num_threads);
+
+/* The gradients of the forward above on the CPU (ABI version 4), for training. `fwd` holds the forward's inputs
+ * (its out and workspace fields are ignored), grad_out the gradient of the output (the I/O dtype, any strides).
+ * Every gradient is fp32 and contiguous: g_u, g_delta, g_z (batch, dim, seqlen; g_z only with z), g_A (dim,
+ * dstate), g_B, g_C (batch, ngroups, dstate, seqlen), g_D and g_delta_bias (dim,; only with D / delta_bias). States
+ * are recomputed tile by tile from the inputs; no atomics: the same bits for any thread count. */
+typedef struct {
+  dimex_scan_params fwd;
+  const void* grad_out; int64_t grad_out_stride[3];
+  float* g_u; float* g_delta; float* g_z; float* g_A; float* g_B; float* g_C; float* g_D; float* g_delta_bias;
+} dimex_scan_bwd_params;
+
+int dimex_selective_scan_bwd_cpu(const dimex_scan_bwd_params* params, int num_threads);
 
 /* A static, human-readable description of a dimex_status code. */
 const char* dimex_status_string(int status);

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <vector>
 
 #include "dimexport_scan.h"
 #include "scan_math_common.h"
@@ -188,6 +189,205 @@ void scan_all(const dimex_scan_params* p, int num_threads) {
   }
 }
 
+// ---- backward ------------------------------------------------------------------------------------------------
+// The adjoint of h_t = a_t h_{t-1} + b_t is the same recurrence run backwards: G_t = gy_t C_t + a_{t+1} G_{t+1}.
+// One item is (batch b, group g): its channel blocks run one after another, so the item alone writes its rows of
+// dL/dB and dL/dC (no atomics, deterministic); dL/dA, dL/dD and dL/d(delta_bias) go to per-batch rows that the
+// caller's entry point sums in batch order. States are recomputed tile by tile from checkpoints taken at each
+// tile's start by a first forward pass (nothing of size (B, D, L, N) is stored).
+constexpr int kBW = 8;  // channels per block in the backward
+
+struct BwdArgs {
+  const dimex_scan_bwd_params* q;
+  float* gA_rows;  // [batch][dim][dstate]
+  float* gD_rows;  // [batch][dim]
+  float* gbias_rows;
+};
+
+template <int NP>
+DIMEX_HD void bwd_item(const BwdArgs& a, int64_t b, int64_t g) {
+  const dimex_scan_bwd_params* q = a.q;
+  const dimex_scan_params* p = &q->fwd;
+  const dimex_dtype dt = p->dtype;
+  const int N = static_cast<int>(p->dstate);
+  const int64_t L = p->seqlen, dim = p->dim, dg = dim / p->ngroups;
+  const int64_t ntiles = (L + kT - 1) / kT;
+  std::vector<float> ckpt(static_cast<size_t>(ntiles) * NP * kBW);
+  alignas(64) float A2[NP][kBW], Af[NP][kBW], h[NP][kBW], carry[NP][kBW];
+  alignas(64) float xr[kT][kBW], dtv[kT][kBW], dtu[kT][kBW], uu[kT][kBW], zz[kT][kBW], go[kT][kBW];
+  alignas(64) float Bt[kT][NP], Ct[kT][NP], gBt[kT][NP], gCt[kT][NP];
+  static thread_local std::vector<float> hs_buf, as_buf;
+  hs_buf.resize(static_cast<size_t>(kT) * NP * kBW);
+  as_buf.resize(static_cast<size_t>(kT) * NP * kBW);
+  float* hs = hs_buf.data();  // [step][n][c]: the state after each processing step of the tile
+  float* as = as_buf.data();  // [step][n][c]: its decay
+  const int64_t oB = b * p->B_stride[0] + g * p->B_stride[1], oC = b * p->C_stride[0] + g * p->C_stride[1];
+  for (int n = 0; n < N; ++n)
+    for (int64_t l = 0; l < L; ++l) {
+      q->g_B[((b * p->ngroups + g) * N + n) * L + l] = 0.0f;
+      q->g_C[((b * p->ngroups + g) * N + n) * L + l] = 0.0f;
+    }
+  for (int64_t d0 = g * dg; d0 < (g + 1) * dg; d0 += kBW) {
+    const int nc = static_cast<int>(std::min<int64_t>(kBW, (g + 1) * dg - d0));
+    float Dv[kBW], bias[kBW], gD[kBW] = {}, gbias[kBW] = {}, gA[NP][kBW] = {};
+    for (int n = 0; n < NP; ++n)
+      for (int c = 0; c < kBW; ++c) {
+        Af[n][c] = (n < N && c < nc) ? p->A[(d0 + c) * N + n] : 0.0f;
+        A2[n][c] = Af[n][c] * kLog2e;
+      }
+    for (int c = 0; c < kBW; ++c) {
+      Dv[c] = (p->D && c < nc) ? p->D[d0 + c] : 0.0f;
+      bias[c] = (p->delta_bias && c < nc) ? p->delta_bias[d0 + c] : 0.0f;
+    }
+    // Stage tile `tile` (all of u, delta, z, grad_out, B, C) as fp32, token-major; dead lanes/tokens are zeros.
+    auto stage = [&](int64_t tile, int len, bool with_grad) {
+      const int64_t l0 = tile * kT;
+      for (int c = 0; c < kBW; ++c) {
+        const bool live = c < nc;
+        const int64_t d = d0 + (live ? c : 0);
+        for (int t = 0; t < kT; ++t) {
+          const bool in = live && t < len;
+          const int64_t l = l0 + t;
+          uu[t][c] = in ? load_elem(p->u, b * p->u_stride[0] + d * p->u_stride[1] + l * p->u_stride[2], dt) : 0.0f;
+          xr[t][c] = in ? load_elem(p->delta, b * p->delta_stride[0] + d * p->delta_stride[1] + l * p->delta_stride[2],
+                                    dt) + bias[c] : 0.0f;
+          zz[t][c] = in && p->z ? load_elem(p->z, b * p->z_stride[0] + d * p->z_stride[1] + l * p->z_stride[2], dt) : 0.0f;
+          go[t][c] = in && with_grad ? load_elem(q->grad_out, b * q->grad_out_stride[0] + d * q->grad_out_stride[1] +
+                                                                  l * q->grad_out_stride[2], dt) : 0.0f;
+        }
+      }
+      for (int t = 0; t < kT; ++t)
+        for (int c = 0; c < kBW; ++c) {
+          const float x = xr[t][c];
+          dtv[t][c] = p->delta_softplus ? softplus_from_exp(x, ex2_poly(-fabsf(x) * kLog2e)) : x;
+          dtu[t][c] = dtv[t][c] * uu[t][c];
+        }
+      for (int n = 0; n < NP; ++n)
+        for (int t = 0; t < kT; ++t) {
+          const bool in = n < N && t < len;
+          Bt[t][n] = in ? load_elem(p->B, oB + n * p->B_stride[2] + (l0 + t) * p->B_stride[3], dt) : 0.0f;
+          Ct[t][n] = in ? load_elem(p->C, oC + n * p->C_stride[2] + (l0 + t) * p->C_stride[3], dt) : 0.0f;
+        }
+    };
+    // Pass 1: the forward recurrence, keeping the state at the start of each tile (in processing order).
+    for (int n = 0; n < NP; ++n)
+      for (int c = 0; c < kBW; ++c) h[n][c] = 0.0f;
+    for (int64_t k = 0; k < ntiles; ++k) {
+      const int64_t tile = p->reverse ? ntiles - 1 - k : k;
+      const int len = static_cast<int>(std::min<int64_t>(kT, L - tile * kT));
+      std::copy(&h[0][0], &h[0][0] + NP * kBW, ckpt.data() + k * NP * kBW);
+      stage(tile, len, false);
+      for (int s = 0; s < len; ++s) {
+        const int t = p->reverse ? len - 1 - s : s;
+        for (int n = 0; n < NP; ++n)
+#pragma omp simd
+          for (int c = 0; c < kBW; ++c)
+            h[n][c] = fmaf(ex2_poly(dtv[t][c] * A2[n][c]), h[n][c], dtu[t][c] * Bt[t][n]);
+      }
+    }
+    // Pass 2: tiles in reverse processing order; recompute the tile's states, then walk it backwards.
+    for (int n = 0; n < NP; ++n)
+      for (int c = 0; c < kBW; ++c) carry[n][c] = 0.0f;
+    for (int64_t k = ntiles - 1; k >= 0; --k) {
+      const int64_t tile = p->reverse ? ntiles - 1 - k : k;
+      const int64_t l0 = tile * kT;
+      const int len = static_cast<int>(std::min<int64_t>(kT, L - l0));
+      stage(tile, len, true);
+      std::copy(ckpt.data() + k * NP * kBW, ckpt.data() + (k + 1) * NP * kBW, &h[0][0]);
+      for (int s = 0; s < len; ++s) {
+        const int t = p->reverse ? len - 1 - s : s;
+        for (int n = 0; n < NP; ++n)
+#pragma omp simd
+          for (int c = 0; c < kBW; ++c) {
+            const float decay = ex2_poly(dtv[t][c] * A2[n][c]);
+            h[n][c] = fmaf(decay, h[n][c], dtu[t][c] * Bt[t][n]);
+            hs[(s * NP + n) * kBW + c] = h[n][c];
+            as[(s * NP + n) * kBW + c] = decay;
+          }
+      }
+      for (int t = 0; t < kT; ++t)
+        for (int n = 0; n < NP; ++n) gBt[t][n] = gCt[t][n] = 0.0f;
+      for (int s = len - 1; s >= 0; --s) {
+        const int t = p->reverse ? len - 1 - s : s;
+        const float* hcur = hs + s * NP * kBW;
+        const float* hprev = s > 0 ? hs + (s - 1) * NP * kBW : ckpt.data() + k * NP * kBW;
+        const float* acur = as + s * NP * kBW;
+        float y[kBW] = {}, gy[kBW], gdtu[kBW] = {}, gdtA[kBW] = {};
+        for (int n = 0; n < NP; ++n)
+          for (int c = 0; c < kBW; ++c) y[c] = fmaf(hcur[n * kBW + c], Ct[t][n], y[c]);
+        for (int c = 0; c < kBW; ++c) {
+          y[c] = fmaf(Dv[c], uu[t][c], y[c]);
+          gy[c] = go[t][c];
+          if (p->z) {
+            const float zc = zz[t][c], sig = 1.0f / (1.0f + ex2_poly(-zc * kLog2e));
+            gy[c] = go[t][c] * zc * sig;
+            if (q->g_z && c < nc)
+              q->g_z[(b * dim + d0 + c) * L + l0 + t] = go[t][c] * y[c] * sig * (1.0f + zc * (1.0f - sig));
+          }
+        }
+        for (int n = 0; n < NP; ++n)
+          for (int c = 0; c < kBW; ++c) {
+            const float G = fmaf(gy[c], Ct[t][n], carry[n][c]);
+            gCt[t][n] = fmaf(gy[c], hcur[n * kBW + c], gCt[t][n]);
+            gBt[t][n] = fmaf(G, dtu[t][c], gBt[t][n]);
+            gdtu[c] = fmaf(G, Bt[t][n], gdtu[c]);
+            const float glogdA = G * hprev[n * kBW + c] * acur[n * kBW + c];
+            gA[n][c] = fmaf(glogdA, dtv[t][c], gA[n][c]);
+            gdtA[c] = fmaf(glogdA, Af[n][c], gdtA[c]);
+            carry[n][c] = acur[n * kBW + c] * G;
+          }
+        for (int c = 0; c < nc; ++c) {
+          const int64_t o = (b * dim + d0 + c) * L + l0 + t;
+          const float gdt = fmaf(gdtu[c], uu[t][c], gdtA[c]);
+          q->g_u[o] = fmaf(gdtu[c], dtv[t][c], gy[c] * Dv[c]);
+          gD[c] = fmaf(gy[c], uu[t][c], gD[c]);
+          const float x = xr[t][c];
+          const float gx = p->delta_softplus && x <= 20.0f ? gdt / (1.0f + ex2_poly(-x * kLog2e)) : gdt;
+          q->g_delta[o] = gx;
+          gbias[c] += gx;
+        }
+      }
+      for (int n = 0; n < N; ++n)
+        for (int t = 0; t < len; ++t) {
+          q->g_B[((b * p->ngroups + g) * N + n) * L + l0 + t] += gBt[t][n];
+          q->g_C[((b * p->ngroups + g) * N + n) * L + l0 + t] += gCt[t][n];
+        }
+    }
+    for (int c = 0; c < nc; ++c) {
+      for (int n = 0; n < N; ++n) a.gA_rows[(b * dim + d0 + c) * N + n] = gA[n][c];
+      a.gD_rows[b * dim + d0 + c] = gD[c];
+      a.gbias_rows[b * dim + d0 + c] = gbias[c];
+    }
+  }
+}
+
+using BwdFn = void (*)(const BwdArgs&, int64_t, int64_t);
+
+template <int NP>
+void bwd_base(const BwdArgs& a, int64_t b, int64_t g) { bwd_item<NP>(a, b, g); }
+
+#ifdef DIMEX_CPU_X86
+template <int NP>
+__attribute__((target("avx2,fma"))) void bwd_avx2(const BwdArgs& a, int64_t b, int64_t g) { bwd_item<NP>(a, b, g); }
+#endif
+
+template <int NP>
+void bwd_all(const BwdArgs& a, int num_threads) {
+  BwdFn fn = bwd_base<NP>;
+#ifdef DIMEX_CPU_X86
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) fn = bwd_avx2<NP>;
+#endif
+  const dimex_scan_params* p = &a.q->fwd;
+  const int64_t items = p->batch * p->ngroups;
+#ifdef _OPENMP
+  const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
+#pragma omp parallel for schedule(static) num_threads(threads)
+#else
+  (void)num_threads;
+#endif
+  for (int64_t i = 0; i < items; ++i) fn(a, i / p->ngroups, i % p->ngroups);
+}
+
 }  // namespace
 }  // namespace dimex
 
@@ -198,5 +398,39 @@ DIMEX_EXPORT int dimex_selective_scan_fwd_cpu(const dimex_scan_params* p, int nu
   if (p->dstate <= 16) scan_all<16>(p, num_threads);
   else if (p->dstate <= 32) scan_all<32>(p, num_threads);
   else scan_all<64>(p, num_threads);
+  return DIMEX_OK;
+}
+
+DIMEX_EXPORT int dimex_selective_scan_bwd_cpu(const dimex_scan_bwd_params* q, int num_threads) {
+  using namespace dimex;
+  if (q == nullptr) return DIMEX_ERR_INVALID_ARGUMENT;
+  const int status = check_scan_params(&q->fwd);
+  if (status != DIMEX_OK) return status;
+  const dimex_scan_params* p = &q->fwd;
+  if (!q->grad_out || !q->g_u || !q->g_delta || !q->g_A || !q->g_B || !q->g_C || (p->z && !q->g_z) ||
+      (p->D && !q->g_D) || (p->delta_bias && !q->g_delta_bias))
+    return DIMEX_ERR_INVALID_ARGUMENT;
+  const int64_t rows = p->batch * p->dim;
+  std::vector<float> gA_rows(static_cast<size_t>(rows * p->dstate)), gD_rows(rows), gbias_rows(rows);
+  const BwdArgs a{q, gA_rows.data(), gD_rows.data(), gbias_rows.data()};
+  if (p->dstate <= 16) bwd_all<16>(a, num_threads);
+  else if (p->dstate <= 32) bwd_all<32>(a, num_threads);
+  else bwd_all<64>(a, num_threads);
+  // The per-batch rows summed in batch order: the same bits for any thread count.
+  const int64_t nA = p->dim * p->dstate;
+  for (int64_t i = 0; i < nA; ++i) {
+    float acc = 0.0f;
+    for (int64_t b = 0; b < p->batch; ++b) acc += gA_rows[b * nA + i];
+    q->g_A[i] = acc;
+  }
+  for (int64_t d = 0; d < p->dim; ++d) {
+    float accD = 0.0f, accb = 0.0f;
+    for (int64_t b = 0; b < p->batch; ++b) {
+      accD += gD_rows[b * p->dim + d];
+      accb += gbias_rows[b * p->dim + d];
+    }
+    if (q->g_D) q->g_D[d] = accD;
+    if (q->g_delta_bias) q->g_delta_bias[d] = accb;
+  }
   return DIMEX_OK;
 }
