@@ -78,6 +78,7 @@ def _singlestep_update(m: _Continuous, x: Tensor, inner: Tensor, predict_x0: boo
     lam_s, h = lam[:1], lam[-1:] - lam[:1]
     r = [(lam[i : i + 1] - lam_s) / h for i in range(1, order)]
     mids = [sch.inverse_lam(lam_s + ri * h) for ri in r]
+    r = [ri.to(x.device) for ri in r]
     la = lambda u: sch.log_alpha(u).to(x.device)  # noqa: E731
     sig = lambda u: sch.sigma(u).to(x.device)  # noqa: E731
     h = h.to(x.device)
