@@ -272,22 +272,18 @@ def scan_cpu_backward(
     """The gradients of every input (None for absent optional ones) from the CPU kernel, each in its input's dtype.
     The states are recomputed from the inputs (no activations saved)."""
     lib = load()
-    A, D, delta_bias, _ = _prepare(u, A, D, delta_bias, u)
+    A, D, delta_bias, _ = _prepare(u, A, D, delta_bias, u)  # the forward's `out` is not used by the backward
+    inputs = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)  # the op's argument order
+    grads = {k: None if v is None else torch.empty(v.shape) for k, v in inputs.items()}  # fp32, contiguous
     grad_out = grad_out.to(u.dtype)
-    g = dict(u=torch.empty(u.shape), delta=torch.empty(u.shape), A=torch.empty(A.shape), B=torch.empty(B.shape),
-             C=torch.empty(C.shape), z=None if z is None else torch.empty(u.shape),
-             D=None if D is None else torch.empty(D.shape),
-             delta_bias=None if delta_bias is None else torch.empty(delta_bias.shape))
     params = BwdParams(
         fwd=_params(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, u),
         grad_out=_ptr(grad_out), grad_out_stride=_strides(grad_out, 3),
-        **{f"g_{k}": _ptr(v) for k, v in g.items()},
+        **{f"g_{k}": _ptr(v) for k, v in grads.items()},
     )
     status = lib.dimex_selective_scan_bwd_cpu(ctypes.byref(params), threads or torch.get_num_threads())
     _check(lib, status, "dimex_selective_scan_bwd_cpu")
-    like = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
-    return tuple(None if g[k] is None else g[k].to(like[k].dtype) for k in ("u", "delta", "A", "B", "C", "D", "z",
-                                                                            "delta_bias"))
+    return tuple(None if g is None else g.to(inputs[k].dtype) for k, g in grads.items())
 
 
 @functools.lru_cache(maxsize=None)

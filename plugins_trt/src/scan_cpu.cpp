@@ -52,32 +52,34 @@ DIMEX_HD void store_elem(void* p, int64_t i, float v, dimex_dtype dt) {
   }
 }
 
-// One item: batch b, channels [d0, d0 + nc) of group g (nc <= kW), every token. NP: dstate rounded up to 16, 32
-// or 64 (padded states have A = B = C = 0 and stay 0). kW: channels per vector (8 for AVX2, 16 for AVX-512); each
-// channel's arithmetic is the same whatever kW is, so every variant gives the same bits.
-template <int NP, int kW>
-DIMEX_HD void scan_item(const dimex_scan_params* p, int64_t b, int64_t g, int64_t d0, int nc) {
-  const dimex_dtype dt = p->dtype;
-  const int N = static_cast<int>(p->dstate);
-  const int64_t L = p->seqlen;
-  alignas(64) float A2[NP][kW];  // A * log2(e), per state and channel
-  alignas(64) float h[NP][kW] = {};
-  alignas(64) float dtv[kT][kW], dtu[kT][kW], uu[kT][kW], zz[kT][kW], y[kT][kW];
+// A block of W channels [d0, d0 + nc) of one group: its fp32 parameters, and one tile of its inputs staged as fp32,
+// token-major. Channels past nc and tokens past len are zeros that are never stored. NP: dstate rounded up to 16,
+// 32 or 64 (padded states have A = B = C = 0 and stay 0). Shared by the forward and the backward, so both compute
+// dt, dt*u and the states from the same values.
+template <int NP, int W>
+struct Block {
+  alignas(64) float Af[NP][W], A2[NP][W];  // A, and A * log2(e)
+  float Dv[W], bias[W];
+  alignas(64) float xr[kT][W], dtv[kT][W], dtu[kT][W], uu[kT][W], zz[kT][W];  // delta + bias, dt, dt*u, u, z
   alignas(64) float Bt[kT][NP], Ct[kT][NP];
-  float Dv[kW], bias[kW];
-  for (int n = 0; n < NP; ++n)
-    for (int c = 0; c < kW; ++c) A2[n][c] = (n < N && c < nc) ? p->A[(d0 + c) * N + n] * kLog2e : 0.0f;
-  for (int c = 0; c < kW; ++c) {
-    Dv[c] = (p->D && c < nc) ? p->D[d0 + c] : 0.0f;
-    bias[c] = (p->delta_bias && c < nc) ? p->delta_bias[d0 + c] : 0.0f;
+
+  DIMEX_HD void setup(const dimex_scan_params* p, int64_t d0, int nc) {
+    const int N = static_cast<int>(p->dstate);
+    for (int n = 0; n < NP; ++n)
+      for (int c = 0; c < W; ++c) {
+        Af[n][c] = (n < N && c < nc) ? p->A[(d0 + c) * N + n] : 0.0f;
+        A2[n][c] = Af[n][c] * kLog2e;
+      }
+    for (int c = 0; c < W; ++c) {
+      Dv[c] = (p->D && c < nc) ? p->D[d0 + c] : 0.0f;
+      bias[c] = (p->delta_bias && c < nc) ? p->delta_bias[d0 + c] : 0.0f;
+    }
   }
-  const int64_t ntiles = (L + kT - 1) / kT;
-  for (int64_t k = 0; k < ntiles; ++k) {
-    const int64_t tile = p->reverse ? ntiles - 1 - k : k;
-    const int64_t l0 = tile * kT;
-    const int len = static_cast<int>(std::min<int64_t>(kT, L - l0));
-    // Stage: fp32, token-major. Channels past nc and tokens past len are zeros that are never stored.
-    for (int c = 0; c < kW; ++c) {
+
+  DIMEX_HD void stage(const dimex_scan_params* p, int64_t b, int64_t g, int64_t d0, int nc, int64_t l0, int len) {
+    const dimex_dtype dt = p->dtype;
+    const int N = static_cast<int>(p->dstate);
+    for (int c = 0; c < W; ++c) {
       const bool live = c < nc;
       const int64_t d = d0 + (live ? c : 0);
       const int64_t ou = b * p->u_stride[0] + d * p->u_stride[1];
@@ -86,17 +88,20 @@ DIMEX_HD void scan_item(const dimex_scan_params* p, int64_t b, int64_t g, int64_
       for (int t = 0; t < kT; ++t) {
         const bool in = live && t < len;
         uu[t][c] = in ? load_elem(p->u, ou + (l0 + t) * p->u_stride[2], dt) : 0.0f;
-        dtv[t][c] = in ? load_elem(p->delta, od + (l0 + t) * p->delta_stride[2], dt) + bias[c] : 0.0f;
+        xr[t][c] = in ? load_elem(p->delta, od + (l0 + t) * p->delta_stride[2], dt) + bias[c] : 0.0f;
         zz[t][c] = in && p->z ? load_elem(p->z, oz + (l0 + t) * p->z_stride[2], dt) : 0.0f;
       }
     }
     if (p->delta_softplus)
       for (int t = 0; t < kT; ++t)
 #pragma omp simd
-        for (int c = 0; c < kW; ++c) dtv[t][c] = softplus_from_exp(dtv[t][c], ex2_poly(-fabsf(dtv[t][c]) * kLog2e));
+        for (int c = 0; c < W; ++c) dtv[t][c] = softplus_from_exp(xr[t][c], ex2_poly(-fabsf(xr[t][c]) * kLog2e));
+    else
+      for (int t = 0; t < kT; ++t)
+        for (int c = 0; c < W; ++c) dtv[t][c] = xr[t][c];
     for (int t = 0; t < kT; ++t)
 #pragma omp simd
-      for (int c = 0; c < kW; ++c) dtu[t][c] = dtv[t][c] * uu[t][c];
+      for (int c = 0; c < W; ++c) dtu[t][c] = dtv[t][c] * uu[t][c];
     const int64_t oB = b * p->B_stride[0] + g * p->B_stride[1], oC = b * p->C_stride[0] + g * p->C_stride[1];
     for (int n = 0; n < NP; ++n)
       for (int t = 0; t < kT; ++t) {
@@ -104,6 +109,31 @@ DIMEX_HD void scan_item(const dimex_scan_params* p, int64_t b, int64_t g, int64_
         Bt[t][n] = in ? load_elem(p->B, oB + n * p->B_stride[2] + (l0 + t) * p->B_stride[3], dt) : 0.0f;
         Ct[t][n] = in ? load_elem(p->C, oC + n * p->C_stride[2] + (l0 + t) * p->C_stride[3], dt) : 0.0f;
       }
+  }
+};
+
+// One item: batch b, channels [d0, d0 + nc) of group g (nc <= kW), every token. kW: channels per vector (8 for AVX2,
+// 16 for AVX-512); each channel's arithmetic is the same whatever kW is, so every variant gives the same bits.
+template <int NP, int kW>
+DIMEX_HD void scan_item(const dimex_scan_params* p, int64_t b, int64_t g, int64_t d0, int nc) {
+  const int64_t L = p->seqlen;
+  Block<NP, kW> k_;
+  alignas(64) float h[NP][kW] = {};
+  alignas(64) float y[kT][kW];
+  k_.setup(p, d0, nc);
+  const auto& A2 = k_.A2;
+  const auto& dtv = k_.dtv;
+  const auto& dtu = k_.dtu;
+  const auto& uu = k_.uu;
+  const auto& zz = k_.zz;
+  const auto& Bt = k_.Bt;
+  const auto& Ct = k_.Ct;
+  const int64_t ntiles = (L + kT - 1) / kT;
+  for (int64_t k = 0; k < ntiles; ++k) {
+    const int64_t tile = p->reverse ? ntiles - 1 - k : k;
+    const int64_t l0 = tile * kT;
+    const int len = static_cast<int>(std::min<int64_t>(kT, L - l0));
+    k_.stage(p, b, g, d0, nc, l0, len);
     // The recurrence, kW channels at a time: h = 2^(dt A log2 e) h + dt u B_t, y = <h, C_t>.
     for (int s = 0; s < len; ++s) {
       const int t = p->reverse ? len - 1 - s : s;
@@ -117,7 +147,7 @@ DIMEX_HD void scan_item(const dimex_scan_params* p, int64_t b, int64_t g, int64_
           acc[c] = fmaf(h[n][c], cn, acc[c]);
         }
       }
-      for (int c = 0; c < kW; ++c) y[t][c] = fmaf(Dv[c], uu[t][c], acc[c]);
+      for (int c = 0; c < kW; ++c) y[t][c] = fmaf(k_.Dv[c], uu[t][c], acc[c]);
     }
     // Gate and store: out = y * silu(z), silu(z) = z / (1 + 2^(-z log2 e)).
     if (p->z)
@@ -126,7 +156,7 @@ DIMEX_HD void scan_item(const dimex_scan_params* p, int64_t b, int64_t g, int64_
         for (int c = 0; c < kW; ++c) y[t][c] *= zz[t][c] / (1.0f + ex2_poly(-zz[t][c] * kLog2e));
     for (int c = 0; c < nc; ++c) {
       const int64_t oo = b * p->out_stride[0] + (d0 + c) * p->out_stride[1];
-      for (int t = 0; t < len; ++t) store_elem(p->out, oo + (l0 + t) * p->out_stride[2], y[t][c], dt);
+      for (int t = 0; t < len; ++t) store_elem(p->out, oo + (l0 + t) * p->out_stride[2], y[t][c], p->dtype);
     }
   }
 }
@@ -213,15 +243,24 @@ DIMEX_HD void bwd_item(const BwdArgs& a, int64_t b, int64_t g) {
   const int64_t L = p->seqlen, dim = p->dim, dg = dim / p->ngroups;
   const int64_t ntiles = (L + kT - 1) / kT;
   std::vector<float> ckpt(static_cast<size_t>(ntiles) * NP * kBW);
-  alignas(64) float A2[NP][kBW], Af[NP][kBW], h[NP][kBW], carry[NP][kBW];
-  alignas(64) float xr[kT][kBW], dtv[kT][kBW], dtu[kT][kBW], uu[kT][kBW], zz[kT][kBW], go[kT][kBW];
-  alignas(64) float Bt[kT][NP], Ct[kT][NP], gBt[kT][NP], gCt[kT][NP];
+  Block<NP, kBW> k_;
+  alignas(64) float h[NP][kBW], carry[NP][kBW], go[kT][kBW];
+  alignas(64) float gBt[kT][NP], gCt[kT][NP];
+  const auto& Af = k_.Af;
+  const auto& A2 = k_.A2;
+  const auto& Dv = k_.Dv;
+  const auto& xr = k_.xr;
+  const auto& dtv = k_.dtv;
+  const auto& dtu = k_.dtu;
+  const auto& uu = k_.uu;
+  const auto& zz = k_.zz;
+  const auto& Bt = k_.Bt;
+  const auto& Ct = k_.Ct;
   static thread_local std::vector<float> hs_buf, as_buf;
   hs_buf.resize(static_cast<size_t>(kT) * NP * kBW);
   as_buf.resize(static_cast<size_t>(kT) * NP * kBW);
   float* hs = hs_buf.data();  // [step][n][c]: the state after each processing step of the tile
   float* as = as_buf.data();  // [step][n][c]: its decay
-  const int64_t oB = b * p->B_stride[0] + g * p->B_stride[1], oC = b * p->C_stride[0] + g * p->C_stride[1];
   for (int n = 0; n < N; ++n)
     for (int64_t l = 0; l < L; ++l) {
       q->g_B[((b * p->ngroups + g) * N + n) * L + l] = 0.0f;
@@ -229,45 +268,20 @@ DIMEX_HD void bwd_item(const BwdArgs& a, int64_t b, int64_t g) {
     }
   for (int64_t d0 = g * dg; d0 < (g + 1) * dg; d0 += kBW) {
     const int nc = static_cast<int>(std::min<int64_t>(kBW, (g + 1) * dg - d0));
-    float Dv[kBW], bias[kBW], gD[kBW] = {}, gbias[kBW] = {}, gA[NP][kBW] = {};
-    for (int n = 0; n < NP; ++n)
-      for (int c = 0; c < kBW; ++c) {
-        Af[n][c] = (n < N && c < nc) ? p->A[(d0 + c) * N + n] : 0.0f;
-        A2[n][c] = Af[n][c] * kLog2e;
-      }
-    for (int c = 0; c < kBW; ++c) {
-      Dv[c] = (p->D && c < nc) ? p->D[d0 + c] : 0.0f;
-      bias[c] = (p->delta_bias && c < nc) ? p->delta_bias[d0 + c] : 0.0f;
-    }
-    // Stage tile `tile` (all of u, delta, z, grad_out, B, C) as fp32, token-major; dead lanes/tokens are zeros.
+    float gD[kBW] = {}, gbias[kBW] = {}, gA[NP][kBW] = {};
+    k_.setup(p, d0, nc);
+    // Stage tile `tile` as the forward does, plus grad_out (fp32, token-major; dead lanes/tokens are zeros).
     auto stage = [&](int64_t tile, int len, bool with_grad) {
       const int64_t l0 = tile * kT;
+      k_.stage(p, b, g, d0, nc, l0, len);
       for (int c = 0; c < kBW; ++c) {
-        const bool live = c < nc;
-        const int64_t d = d0 + (live ? c : 0);
-        for (int t = 0; t < kT; ++t) {
-          const bool in = live && t < len;
-          const int64_t l = l0 + t;
-          uu[t][c] = in ? load_elem(p->u, b * p->u_stride[0] + d * p->u_stride[1] + l * p->u_stride[2], dt) : 0.0f;
-          xr[t][c] = in ? load_elem(p->delta, b * p->delta_stride[0] + d * p->delta_stride[1] + l * p->delta_stride[2],
-                                    dt) + bias[c] : 0.0f;
-          zz[t][c] = in && p->z ? load_elem(p->z, b * p->z_stride[0] + d * p->z_stride[1] + l * p->z_stride[2], dt) : 0.0f;
-          go[t][c] = in && with_grad ? load_elem(q->grad_out, b * q->grad_out_stride[0] + d * q->grad_out_stride[1] +
-                                                                  l * q->grad_out_stride[2], dt) : 0.0f;
-        }
+        const int64_t d = d0 + (c < nc ? c : 0);
+        for (int t = 0; t < kT; ++t)
+          go[t][c] = c < nc && t < len && with_grad
+                         ? load_elem(q->grad_out, b * q->grad_out_stride[0] + d * q->grad_out_stride[1] +
+                                                      (l0 + t) * q->grad_out_stride[2], dt)
+                         : 0.0f;
       }
-      for (int t = 0; t < kT; ++t)
-        for (int c = 0; c < kBW; ++c) {
-          const float x = xr[t][c];
-          dtv[t][c] = p->delta_softplus ? softplus_from_exp(x, ex2_poly(-fabsf(x) * kLog2e)) : x;
-          dtu[t][c] = dtv[t][c] * uu[t][c];
-        }
-      for (int n = 0; n < NP; ++n)
-        for (int t = 0; t < kT; ++t) {
-          const bool in = n < N && t < len;
-          Bt[t][n] = in ? load_elem(p->B, oB + n * p->B_stride[2] + (l0 + t) * p->B_stride[3], dt) : 0.0f;
-          Ct[t][n] = in ? load_elem(p->C, oC + n * p->C_stride[2] + (l0 + t) * p->C_stride[3], dt) : 0.0f;
-        }
     };
     // Pass 1: the forward recurrence, keeping the state at the start of each tile (in processing order).
     for (int n = 0; n < NP; ++n)
