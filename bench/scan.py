@@ -261,6 +261,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                     help="cpu: the CPU kernel against the reference and its floor (bench/scan_cpu.py), 1 and all threads")
+    ap.add_argument("--backward", action="store_true",
+                    help="training speed: forward+backward against mamba-ssm and the floor, training steps/s "
+                         "(bench/scan_bwd.py; --json/--md as here)")
     ap.add_argument("--variant", action="append", default=[], help="name=path of a libdimexport_scan.so")
     ap.add_argument("--json", type=Path, help="write all numbers here")
     ap.add_argument("--md", type=Path, help="write the markdown table here")
@@ -272,6 +275,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.backward:
+        import scan_bwd
+
+        scan_bwd.main([a for a in sys.argv[1:] if a != "--backward"])
         return
     if args.device == "cpu":
         import scan_cpu

@@ -144,7 +144,7 @@ def test_backward_matches_fp64_autograd(batch, dim, seqlen, dstate, groups, dtyp
     ref = selective_scan_oracle(**leaves, delta_softplus=flags["softplus"], reverse=reverse)
     go = torch.randn(ref.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
     want = torch.autograd.grad(ref, [leaves[k] for k in names], go.double())
-    got = dict(zip(ORDER, _native.scan_cpu_backward(go, **args, delta_softplus=flags["softplus"], reverse=reverse)))
+    got = dict(zip(ORDER, _native.scan_backward(go, **args, delta_softplus=flags["softplus"], reverse=reverse)))
     # fp16/bf16: the gradients are rounded once to the input's dtype (plus fp32 arithmetic)
     tol = 1e-5 if dtype == torch.float32 else 2 * TOL[dtype]
     for k, w in zip(names, want):
@@ -156,7 +156,7 @@ def test_backward_matches_fp64_autograd(batch, dim, seqlen, dstate, groups, dtyp
 def test_backward_threads_do_not_change_a_bit():
     args = inputs(4, 24, 200, 16, 2, torch.float32, seed=8)
     go = torch.randn(4, 24, 200, generator=torch.Generator().manual_seed(1))
-    runs = [_native.scan_cpu_backward(go, **args, delta_softplus=True, reverse=True, threads=n) for n in (1, 2, 3)]
+    runs = [_native.scan_backward(go, **args, delta_softplus=True, reverse=True, threads=n) for n in (1, 2, 3)]
     for other in runs[1:]:
         assert all(torch.equal(a, b) for a, b in zip(runs[0], other))
 
@@ -167,7 +167,7 @@ def test_op_backward_runs_the_kernel():
     out = selective_scan(**leaves, delta_softplus=True, reverse=False)
     go = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
     via_op = torch.autograd.grad(out, [leaves[k] for k in ORDER], go)
-    direct = _native.scan_cpu_backward(go, **args, delta_softplus=True, reverse=False)
+    direct = _native.scan_backward(go, **args, delta_softplus=True, reverse=False)
     assert all(torch.equal(a, b) for a, b in zip(via_op, direct))
 
 

@@ -20,14 +20,17 @@ from torch import Tensor
 from ..libraries import SCAN_ENV, SCAN_FILE, expected_path, scan_library_path
 from ..errors import EnvironmentProblem
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 _BUILD_HINT = (
     "reinstall dimexport from its checkout (`pip install -e .` builds it), or set "
     f"{SCAN_ENV} to a {SCAN_FILE} built from the same source"
 )
 _DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _ENTRIES = ("dimex_scan_has_cuda", "dimex_selective_scan_fwd", "dimex_selective_scan_fwd_cpu", "dimex_selective_scan_bwd_cpu",
+            "dimex_selective_scan_bwd", "dimex_selective_scan_bwd_workspace_size",
             "dimex_selective_scan_workspace_size", "dimex_status_string")
+# The GPU backward's limit (dimexport_scan.h); larger states differentiate the reference.
+MAX_DSTATE_CUDA_BWD = 32
 
 
 class ScanParams(ctypes.Structure):
@@ -111,6 +114,10 @@ def load() -> ctypes.CDLL:
     lib.dimex_selective_scan_fwd.argtypes = [ctypes.POINTER(ScanParams), ctypes.c_void_p]
     lib.dimex_selective_scan_bwd_cpu.restype = ctypes.c_int
     lib.dimex_selective_scan_bwd_cpu.argtypes = [ctypes.POINTER(BwdParams), ctypes.c_int]
+    lib.dimex_selective_scan_bwd.restype = ctypes.c_int
+    lib.dimex_selective_scan_bwd.argtypes = [ctypes.POINTER(BwdParams), ctypes.c_void_p]
+    lib.dimex_selective_scan_bwd_workspace_size.restype = ctypes.c_size_t
+    lib.dimex_selective_scan_bwd_workspace_size.argtypes = [ctypes.POINTER(BwdParams)]
     lib.dimex_selective_scan_fwd_cpu.restype = ctypes.c_int
     lib.dimex_selective_scan_fwd_cpu.argtypes = [ctypes.POINTER(ScanParams), ctypes.c_int]
     lib.dimex_selective_scan_workspace_size.restype = ctypes.c_size_t
@@ -255,7 +262,7 @@ def scan_cpu(
     return out
 
 
-def scan_cpu_backward(
+def scan_backward(
     grad_out: Tensor,
     u: Tensor,
     delta: Tensor,
@@ -269,21 +276,39 @@ def scan_cpu_backward(
     reverse: bool,
     threads: Optional[int] = None,
 ) -> tuple[Optional[Tensor], ...]:
-    """The gradients of every input (None for absent optional ones) from the CPU kernel, each in its input's dtype.
-    The states are recomputed from the inputs (no activations saved)."""
+    """The gradients of every input (None for absent optional ones), each in its input's dtype, from the native
+    backward of the tensors' device: the CPU kernel (`threads` OpenMP threads, default torch's intra-op count) or
+    the CUDA kernel on the current stream (dstate <= MAX_DSTATE_CUDA_BWD; its scratch from torch's caching
+    allocator). The states are recomputed from the inputs (no activations saved); both are deterministic."""
     lib = load()
     A, D, delta_bias, _ = _prepare(u, A, D, delta_bias, u)  # the forward's `out` is not used by the backward
     inputs = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)  # the op's argument order
-    grads = {k: None if v is None else torch.empty(v.shape) for k, v in inputs.items()}  # fp32, contiguous
+    grads = {k: None if v is None else torch.empty(v.shape, device=u.device) for k, v in inputs.items()}  # fp32
     grad_out = grad_out.to(u.dtype)
     params = BwdParams(
         fwd=_params(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, u),
         grad_out=_ptr(grad_out), grad_out_stride=_strides(grad_out, 3),
         **{f"g_{k}": _ptr(v) for k, v in grads.items()},
     )
-    status = lib.dimex_selective_scan_bwd_cpu(ctypes.byref(params), threads or torch.get_num_threads())
-    _check(lib, status, "dimex_selective_scan_bwd_cpu")
+    if u.device.type == "cpu":
+        status = lib.dimex_selective_scan_bwd_cpu(ctypes.byref(params), threads or torch.get_num_threads())
+        _check(lib, status, "dimex_selective_scan_bwd_cpu")
+    else:
+        nbytes = lib.dimex_selective_scan_bwd_workspace_size(ctypes.byref(params))
+        workspace = torch.empty(max(nbytes, 16), dtype=torch.uint8, device=u.device)
+        params.fwd.workspace, params.fwd.workspace_bytes = workspace.data_ptr(), nbytes
+        with torch.cuda.device(u.device):
+            stream = torch.cuda.current_stream(u.device).cuda_stream
+            status = lib.dimex_selective_scan_bwd(ctypes.byref(params), ctypes.c_void_p(stream))
+        _check(lib, status, "dimex_selective_scan_bwd")
     return tuple(None if g is None else g.to(inputs[k].dtype) for k, g in grads.items())
+
+
+def backward_available(u: Tensor, dstate: int) -> bool:
+    """Whether scan_backward runs natively for tensors like `u` with `dstate` states."""
+    if u.device.type == "cpu":
+        return loads()
+    return u.device.type == "cuda" and available() and dstate <= MAX_DSTATE_CUDA_BWD
 
 
 @functools.lru_cache(maxsize=None)

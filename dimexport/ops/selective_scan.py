@@ -197,13 +197,13 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _backward(ctx, grad_out: Tensor):
-    """Gradients recomputed from the inputs: the CPU kernel's backward on CPU tensors when the library loads, else
-    by differentiating the reference (slow but exact)."""
+    """Gradients recomputed from the inputs: the native backward of the tensors' device (CPU kernel, or CUDA kernel
+    for dstate <= 32) when the library has it, else by differentiating the reference (slow but exact)."""
     from . import _native
 
     saved = ctx.saved_tensors
-    if saved[0].device.type == "cpu" and _native.loads():
-        return _native.scan_cpu_backward(grad_out, *saved, *ctx.flags) + (None, None)
+    if _native.backward_available(saved[0], saved[2].shape[1]):
+        return _native.scan_backward(grad_out, *saved, *ctx.flags) + (None, None)
     with torch.enable_grad():
         leaves = [None if t is None else t.detach().requires_grad_(t.is_floating_point()) for t in saved]
         out = selective_scan_reference(*leaves, *ctx.flags)

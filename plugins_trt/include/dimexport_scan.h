@@ -21,6 +21,9 @@
  * CPU (ABI version 3): dimex_selective_scan_fwd_cpu computes the same scan on host memory with OpenMP threads.
  * The library may be built without CUDA (dimex_scan_has_cuda); code compiled with DIMEX_SCAN_NO_CUDA needs no CUDA
  * header, cudaStream_t is then only an opaque pointer type.
+ *
+ * Backward (ABI version 4 on the CPU, version 5 on the GPU): dimex_selective_scan_bwd_cpu and
+ * dimex_selective_scan_bwd compute the gradients of every input for training, both deterministic.
  */
 #ifndef DIMEXPORT_SCAN_H
 #define DIMEXPORT_SCAN_H
@@ -37,7 +40,7 @@ typedef struct CUstream_st* cudaStream_t;
 extern "C" {
 #endif
 
-#define DIMEX_SCAN_ABI_VERSION 4
+#define DIMEX_SCAN_ABI_VERSION 5
 
 typedef enum { DIMEX_FLOAT32 = 0, DIMEX_FLOAT16 = 1, DIMEX_BFLOAT16 = 2 } dimex_dtype;
 
@@ -45,7 +48,7 @@ typedef enum {
   DIMEX_OK = 0,
   DIMEX_ERR_INVALID_ARGUMENT = 1, /* a null pointer, a non-positive or too large size, ngroups not dividing
                                      dim, a workspace not aligned to DIMEX_SCAN_WORKSPACE_ALIGN bytes */
-  DIMEX_ERR_UNSUPPORTED = 2,      /* dstate > 64, dtype unknown */
+  DIMEX_ERR_UNSUPPORTED = 2,      /* dstate > 64 (> 32 for the GPU backward), dtype unknown */
   DIMEX_ERR_CUDA = 3,             /* a CUDA launch error; cudaGetLastError() holds the cause */
   DIMEX_ERR_NO_CUDA = 4           /* the library was built without CUDA (dimex_scan_has_cuda() == 0) */
 } dimex_status;
@@ -98,6 +101,16 @@ typedef struct {
 } dimex_scan_bwd_params;
 
 int dimex_selective_scan_bwd_cpu(const dimex_scan_bwd_params* params, int num_threads);
+
+/* The same gradients on the GPU (ABI version 5), enqueued on `stream` (two launches; no allocation or
+ * synchronisation: capturable in a CUDA graph). Every pointer is device memory. dstate <= 32 (else
+ * DIMEX_ERR_UNSUPPORTED). The scratch comes from the caller in fwd.workspace / fwd.workspace_bytes and must hold
+ * dimex_selective_scan_bwd_workspace_size() bytes (else DIMEX_ERR_INVALID_ARGUMENT): checkpoints of the state
+ * every 16 tokens and the partial sums of dL/dB, dL/dC (per block of channels) and dL/dA, dL/dD,
+ * dL/d(delta_bias) (per batch row), summed in a fixed order by the second launch: no atomics, the same bits on
+ * every run. Batch and ngroups at most 65535. */
+size_t dimex_selective_scan_bwd_workspace_size(const dimex_scan_bwd_params* params);
+int dimex_selective_scan_bwd(const dimex_scan_bwd_params* params, cudaStream_t stream);
 
 /* A static, human-readable description of a dimex_status code. */
 const char* dimex_status_string(int status);

@@ -417,13 +417,9 @@ DIMEX_EXPORT int dimex_selective_scan_fwd_cpu(const dimex_scan_params* p, int nu
 
 DIMEX_EXPORT int dimex_selective_scan_bwd_cpu(const dimex_scan_bwd_params* q, int num_threads) {
   using namespace dimex;
-  if (q == nullptr) return DIMEX_ERR_INVALID_ARGUMENT;
-  const int status = check_scan_params(&q->fwd);
+  const int status = check_bwd_params(q);
   if (status != DIMEX_OK) return status;
   const dimex_scan_params* p = &q->fwd;
-  if (!q->grad_out || !q->g_u || !q->g_delta || !q->g_A || !q->g_B || !q->g_C || (p->z && !q->g_z) ||
-      (p->D && !q->g_D) || (p->delta_bias && !q->g_delta_bias))
-    return DIMEX_ERR_INVALID_ARGUMENT;
   const int64_t rows = p->batch * p->dim;
   std::vector<float> gA_rows(static_cast<size_t>(rows * p->dstate)), gD_rows(rows), gbias_rows(rows);
   const BwdArgs a{q, gA_rows.data(), gD_rows.data(), gbias_rows.data()};

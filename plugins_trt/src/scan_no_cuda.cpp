@@ -14,3 +14,7 @@ DIMEX_EXPORT const char* dimex_status_string(int status) { return dimex::status_
 DIMEX_EXPORT int dimex_selective_scan_fwd(const dimex_scan_params*, cudaStream_t) { return DIMEX_ERR_NO_CUDA; }
 
 DIMEX_EXPORT size_t dimex_selective_scan_workspace_size(const dimex_scan_params*) { return 0; }
+
+DIMEX_EXPORT size_t dimex_selective_scan_bwd_workspace_size(const dimex_scan_bwd_params*) { return 0; }
+
+DIMEX_EXPORT int dimex_selective_scan_bwd(const dimex_scan_bwd_params*, cudaStream_t) { return DIMEX_ERR_NO_CUDA; }

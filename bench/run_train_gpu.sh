@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One device call for training speed (issue "Train fast"): build the kernels for sm_90, GPU tests of the CUDA
+# backward and the forward kernel's quick tests, then bench/scan.py --backward. Where mamba-ssm / causal-conv1d
+# sdists are carried in .whl/ (see bench/README or the device notes), they build in the background meanwhile and
+# the benchmark includes them once built (MAMBA_WAIT seconds at most, default 0).
+# Usage (repo root, through the device `run` tool): bash bench/run_train_gpu.sh [tests,bench]   (results under $OUT)
+set -o pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD"
+OUT="${OUT:-$PWD/out}"
+mkdir -p "$OUT"
+MODE="${1:-tests,bench}"
+want() { [[ ",$MODE," == *",$1,"* ]]; }
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
+} 2>&1 | tee "$OUT/env.txt"
+if want bench && ls .whl/mamba_ssm-*.tar.gz .whl/causal_conv1d-*.tar.gz >/dev/null 2>&1; then
+  (export TORCH_CUDA_ARCH_LIST=9.0 MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE MAX_JOBS=8
+   python3 -m pip install -q --no-build-isolation --no-deps --no-index --target /tmp/mamba \
+     .whl/causal_conv1d-*.tar.gz .whl/mamba_ssm-*.tar.gz >"$OUT/mamba_build.log" 2>&1 && touch /tmp/mamba.ok
+   touch /tmp/mamba.done) &
+fi
+(cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null && cmake --build build -j 8 >/dev/null &&
+  cmake --install build --prefix . >/dev/null) 2>&1 | tail -5 | tee -a "$OUT/env.txt"
+python3 -c 'from dimexport.ops import _native; print("native scan:", _native.available())' 2>&1 | tee -a "$OUT/env.txt"
+status=0
+if want tests; then
+  timeout 300 python3 -m pytest -q -m gpu -n 6 -p no:cacheprovider tests/test_scan_bwd_gpu.py tests/test_scan_op.py \
+    2>&1 | tee "$OUT/bwd_tests.log" | tail -25 || status=1
+  timeout 200 python3 -m pytest -q -m gpu -n 6 -p no:cacheprovider tests/test_scan_kernel_gpu.py \
+    -k "not random_config and not large_offsets" 2>&1 | tee "$OUT/fwd_tests.log" | tail -4 || status=1
+fi
+if want bench; then
+  for _ in $(seq "${MAMBA_WAIT:-0}"); do [ -f /tmp/mamba.done ] && break; sleep 1; done
+  [ -f /tmp/mamba.ok ] && export PYTHONPATH="$PYTHONPATH:/tmp/mamba"
+  timeout "${BENCH_TIMEOUT:-300}" python3 bench/scan.py --backward --json "$OUT/scan_bwd_h100.json" \
+    --md "$OUT/scan_bwd_h100.md" 2>"$OUT/bench_bwd.log" | tail -30 || status=1
+  tail -5 "$OUT/bench_bwd.log"
+fi
+exit $status
