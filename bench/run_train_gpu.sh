@@ -3,7 +3,9 @@
 # backward and the forward kernel's quick tests, then bench/scan.py --backward. Where mamba-ssm / causal-conv1d
 # sdists are carried in .whl/ (see bench/README or the device notes), they build in the background meanwhile and
 # the benchmark includes them once built (MAMBA_WAIT seconds at most, default 0).
-# Usage (repo root, through the device `run` tool): bash bench/run_train_gpu.sh [tests,bench]   (results under $OUT)
+# train: trains recipes/dim-tiny-digits.yaml (the embedded default) and measures its recognised rate over guidance
+# and step counts (bench/digits_quality.py); weights, log, loss curve and grids come back under $OUT.
+# Usage (repo root, through the device `run` tool): bash bench/run_train_gpu.sh [tests,bench,train]   (results under $OUT)
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD"
 OUT="${OUT:-$PWD/out}"
@@ -36,5 +38,16 @@ if want bench; then
   timeout "${BENCH_TIMEOUT:-300}" python3 bench/scan.py --backward --json "$OUT/scan_bwd_h100.json" \
     --md "$OUT/scan_bwd_h100.md" 2>"$OUT/bench_bwd.log" | tail -30 || status=1
   tail -5 "$OUT/bench_bwd.log"
+fi
+if want train; then
+  run=/tmp/run-digits
+  timeout "${TRAIN_TIMEOUT:-480}" python3 -m dimexport.cli train --recipe recipes/dim-tiny-digits.yaml -o "$run" \
+    --device cuda >"$OUT/train_stdout.log" 2>&1 || status=1
+  tail -3 "$OUT/train_stdout.log"
+  last=$(ls -d "$run"/ckpts/*.ckpt | tail -1)
+  cp "$last/nnet_ema.pth" "$run/train_log.jsonl" "$run/loss.png" "$OUT/"
+  cp "$(ls "$run"/samples_*.png | tail -1)" "$OUT/samples_train.png"
+  timeout 150 python3 bench/digits_quality.py --checkpoint "$last/nnet_ema.pth" --guidance 0,0.5,1,2,3 \
+    --steps 10,20,50 --device cuda --json "$OUT/quality.json" --grid "$OUT/digits.png" || status=1
 fi
 exit $status

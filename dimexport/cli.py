@@ -136,15 +136,15 @@ def forward(model_id, checkpoint, seed, resolution, batch, device, dtype, repeat
     import torch
 
     from .configs import get_config
-    from .models import DTYPES, build_model, cast_model, cuda_graphed, example_inputs
-    from .models.checkpoint import load_checkpoint
+    from .models import DTYPES, cast_model, cuda_graphed, example_inputs
+    from .models.checkpoint import load_model
 
     cfg = get_config(model_id)
     res = resolution or cfg.resolution
     cfg.grid(res)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise EnvironmentProblem("--device cuda needs a CUDA GPU visible to torch; use --device cpu")
-    model = load_checkpoint(cfg, checkpoint, resolution) if checkpoint else build_model(cfg, resolution, seed=seed)
+    model = load_model(cfg, checkpoint, resolution, seed)
     model = cast_model(model, DTYPES[dtype]).to(device)
     x, t, y = example_inputs(cfg, batch, res, seed, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -181,7 +181,7 @@ def forward(model_id, checkpoint, seed, resolution, batch, device, dtype, repeat
 @main.command("export", epilog=EPILOG)
 @click.option("--model", "model_id", required=True, help="Model id (see `dimexport models`).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official checkpoint to export.")
-@click.option("--random-init", is_flag=True, help="Export random weights (seeded); the default without --checkpoint.")
+@click.option("--random-init", is_flag=True, help="No checkpoint: the model's embedded trained weights if it ships them, else seeded random ones (the default).")
 @click.option("--seed", default=0, show_default=True, help="Seed of --random-init.")
 @click.option("--resolution", type=int, help="Image side in pixels; fixed per export (the scan orders depend on it).")
 @click.option("--batch", default="1:1:8", show_default=True, help="Dynamic batch min:opt:max (or N).")
@@ -223,7 +223,7 @@ def export_cmd(model_id, checkpoint, random_init, seed, resolution, batch, dtype
 @click.option("--fp32", "dtype", flag_value="fp32", default=True, help="Export and build in fp32 (TF32 off) [default].")
 @click.option("--fp16", "dtype", flag_value="fp16", help="Export in fp16; the engine is strongly typed from it.")
 @click.option("--bf16", "dtype", flag_value="bf16", help="Export in bf16; the engine is strongly typed from it.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official checkpoint (default: seeded random weights).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official checkpoint (default: embedded trained weights, else seeded random ones).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
 @click.option("--resolution", type=int, help="Image side in pixels (fixed per engine).")
 @click.option("--batch", default="1:1:8", show_default=True, help="Optimisation profile of the batch, min:opt:max (or N).")
@@ -338,7 +338,7 @@ def verify(artifact, backends, atol, rtol, seed, device, save_io, engine, sample
 
 @main.command(epilog=EPILOG)
 @click.option("--model", "model_id", required=True, help="Model id (see `dimexport models`).")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official checkpoint (torch/graph; default: seeded random weights).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official checkpoint (torch/graph; default: embedded trained weights, else seeded random ones).")
 @click.option("--backend", type=click.Choice(["torch", "graph", "ort", "trt"]), default="torch", show_default=True,
               help="torch: eager PyTorch; graph: PyTorch replayed from CUDA graphs; ort/trt: an exported artifact.")
 @click.option("--artifact", type=click.Path(file_okay=False), help="Exported artifact folder (ort, trt).")
@@ -371,6 +371,7 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
     from .configs import get_config
     from .diffusion.images import LATENT_PREVIEW_NOTE, grid, save_png, viewable
     from .diffusion.pipeline import parse_classes, sample as run_sample
+    from .models.checkpoint import weights_label
     from .runtime.denoiser import load_denoiser
 
     cfg = get_config(model_id)
@@ -399,7 +400,7 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
     calls = result.call_ms
     summary = dict(result.settings, output=str(path), npy=save_npy, calls=len(calls), total_s=round(result.total_s, 4),
                    call_ms_median=round(statistics.median(calls), 3), call_ms_first=round(calls[0], 3),
-                   weights=checkpoint or (artifact and "artifact") or f"random (seed {seed})",
+                   weights="artifact" if artifact else weights_label(cfg, checkpoint, seed),
                    preview=LATENT_PREVIEW_NOTE if cfg.latent_factor > 1 else None)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -409,11 +410,47 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
                   f"guidance {s['guidance']}, seed {s['seed']}, {s['backend']} {s['dtype']} on {s['device']}", highlight=False, soft_wrap=True)
     console.print(f"{s['calls']} network calls in {s['total_s']:.2f} s (median {s['call_ms_median']:.1f} ms per call, "
                   f"first {s['call_ms_first']:.1f} ms) -> {path}", highlight=False, soft_wrap=True)
-    if checkpoint is None and artifact is None:
+    if checkpoint is None and artifact is None and not cfg.weights:
         err_console.print(f"note: no --checkpoint: random weights (seed {seed}), so the images are noise", highlight=False, soft_wrap=True)
     if s["preview"]:
         err_console.print(f"note: {s['preview']}", highlight=False, soft_wrap=True)
 
+
+@main.command(epilog=EPILOG)
+@click.option("--recipe", "recipe_path", required=True, type=click.Path(dir_okay=False),
+              help="Recipe YAML (see recipes/): model, data, optimiser, schedule of logs and checkpoints.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
+              help="Run folder: checkpoints, train_log.jsonl, loss.png, sample grids (default: runs/<recipe name>).")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the run folder (exactly).")
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), help="Default: cuda when a GPU is visible, else cpu.")
+@click.option("--max-steps", type=int, help="Stop after this many more steps (the recipe's total still applies).")
+@click.option("--short", is_flag=True, help="Apply the recipe's `shortened` overrides (a quick run, as CI does).")
+@_handle_errors
+def train(recipe_path, out_dir, resume, device, max_steps, short) -> None:
+    """Train a model from a recipe: AdamW, warm-up, EMA, bf16 on the GPU, checkpoints in the official formats.
+
+    Several GPUs or nodes: start it with torchrun (DistributedDataParallel; the recipe's batch is the global one)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .train.recipe import Recipe
+    from .train.trainer import LOG_NAME, Trainer
+
+    if max_steps is not None and max_steps < 1:
+        raise InputError(f"--max-steps must be >= 1, got {max_steps}")
+    recipe = Recipe.load(recipe_path, short=short)
+    trainer = Trainer(recipe, out_dir or f"runs/{recipe.name}", device)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=err_console, disable=not trainer.ctx.main) as bar:
+        task = bar.add_task(f"training {recipe.model} ({trainer.ctx.device}, {trainer.ctx.world} process(es))",
+                            total=recipe.steps, completed=0, info="")
+        trainer.progress = lambda rec: bar.update(
+            task, completed=rec["step"], info=f"loss {rec['loss']:.4f}  {rec['steps_per_s']:.1f} steps/s")
+        last = trainer.run(resume=resume, max_steps=max_steps)
+    if trainer.ctx.main:
+        console.print(f"step {trainer.step}/{recipe.steps}; log {trainer.out / LOG_NAME}, loss curve "
+                      f"{trainer.out / 'loss.png'}; weights {trainer.weights_path() if last else 'not saved'}",
+                      highlight=False, soft_wrap=True)
 
 if __name__ == "__main__":
     main()

@@ -47,6 +47,10 @@ class ModelConfig:
     guidance: float = 0.0
     sampler: str = "dpm-solver"
     steps: int = 50
+    # Trained weights shipped inside the package (dimexport/weights/<weights>), in the official format, and their
+    # sha256, checked on load; "" for models whose weights are downloaded by the user.
+    weights: str = ""
+    weights_sha256: str = ""
 
     @property
     def resolution(self) -> int:
@@ -142,6 +146,13 @@ _CONFIGS: tuple[ModelConfig, ...] = (
     _dim("dim-l-512", 1024, 49, 64, "rho_pad", "386.9M"),
     _dim("dim-h-512", 1536, 49, 64, "rho_pad", "863.6M"),
     *(_dis(s, h, d, p, prm if p == 2 else "") for s, (h, d, prm) in _DIS_SIZES.items() for p in (2, 4)),
+    # The embedded default: class-conditional DiM on scikit-learn's handwritten digits (8x8 upsampled to 32x32 grey
+    # pixels), trained by recipes/dim-tiny-digits.yaml. Patch 4: one token per source pixel, L = 126 (a quarter of
+    # patch 2's 366), so the CPU samples it quickly. 20 DPM-Solver steps, guidance s = 1 (w = 2).
+    _dim("dim-tiny-digits", 128, 7, 32, "lateral", "1.1M", patch=4, in_channels=1, num_classes=10, latent_factor=1,
+         paper="dimexport default (digits)", guidance=1.0, steps=20,
+         weights="dim-tiny-digits/nnet_ema.pth",
+         weights_sha256="d1d7fcfd444784d1ee4d78fa35c78a16688bb7a5c0e20020081525ba36255d60"),
     # Small models for tests and quick runs; same code paths as the published ones.
     _dim("dim-tiny", 64, 5, 16, "lateral", "", num_classes=10, paper="test model"),
     ModelConfig(

@@ -18,7 +18,7 @@ LAYERS = [
     {"trt"},
     {"runtime"},
     {"diffusion"},
-    {"verify"},
+    {"verify", "train"},
     {"environment", "cli"},
 ]
 

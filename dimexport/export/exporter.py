@@ -26,8 +26,8 @@ from .. import __version__
 from ..cache import keep_failed, publish, reuse, scratch
 from ..configs import ModelConfig, get_config
 from ..errors import EXIT_BUILD_FAILED, DimexportError, InputError
-from ..models import DTYPES, build_model, cast_model, example_inputs
-from ..models.checkpoint import load_checkpoint
+from ..models import DTYPES, cast_model, example_inputs
+from ..models.checkpoint import embedded_weights, load_model
 from . import scan_node
 
 MANIFEST_FORMAT = 1
@@ -155,7 +155,7 @@ def check_exported(path: Path, spec: ExportSpec) -> int:
 def build_for_export(spec: ExportSpec) -> torch.nn.Module:
     """The module `spec` describes, cast to its dtype: what export traces and what verify compares against."""
     cfg = spec.config
-    model = load_checkpoint(cfg, spec.checkpoint, spec.resolution) if spec.checkpoint else build_model(cfg, spec.resolution, seed=spec.seed)
+    model = load_model(cfg, spec.checkpoint, spec.resolution, spec.seed)
     model = cast_model(model, DTYPES[spec.dtype])
     if cfg.family == "dim":
         model.layout(cfg.grid(spec.resolution))  # index constants built eagerly, not traced
@@ -221,7 +221,12 @@ def export(
     """Export (or reuse) the artifact for `spec` under out_dir/<model-id>/<key>/; returns (artifact, reused)."""
     if spec.checkpoint and not Path(spec.checkpoint).is_file():
         raise InputError(f"checkpoint {spec.checkpoint!r} does not exist or is not a file")
-    weights = f"sha256:{file_sha256(Path(spec.checkpoint))}" if spec.checkpoint else f"random-init:seed={spec.seed}"
+    if spec.checkpoint:
+        weights = f"sha256:{file_sha256(Path(spec.checkpoint))}"
+    elif embedded_weights(spec.config) is not None:
+        weights = f"embedded:sha256:{spec.config.weights_sha256}"
+    else:
+        weights = f"random-init:seed={spec.seed}"
     key = export_key(spec, weights)
     folder = Path(out_dir) / spec.model_id / f"{spec.scan}-{spec.dtype}-{key[:12]}"
     if (found := reuse(folder, read_artifact, force, status)) is not None:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import os
+from pathlib import Path
 from typing import Mapping
 
 import torch
 from torch import Tensor, nn
 
 from ..configs import REGISTRY, ModelConfig, get_config
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, EnvironmentProblem, InputError
 from . import build_model
 
 _MAX_LISTED = 8
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # package data: the embedded trained models
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
@@ -95,3 +99,40 @@ def load_checkpoint(model_id: str | ModelConfig, path: str | os.PathLike, resolu
     with torch.device("meta"):
         model = build_model(cfg, resolution=resolution)
     return load_state(model, state, source=f"checkpoint {os.fspath(path)!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def embedded_weights(cfg: ModelConfig) -> Path | None:
+    """The trained weights a model ships with inside the package, their sha256 checked; None if it has none."""
+    if not cfg.weights:
+        return None
+    path = WEIGHTS_DIR / cfg.weights
+    if not path.is_file():
+        raise EnvironmentProblem(f"{cfg.id}'s embedded weights {path} are missing from this install: reinstall "
+                                 "dimexport (pip install dimexport, or pip install -e . in a checkout)")
+    digest = _sha256(path)
+    if digest != cfg.weights_sha256:
+        raise CheckpointError(f"{path} has sha256 {digest}, but {cfg.id} pins {cfg.weights_sha256}: the file is "
+                              "damaged or was replaced; reinstall dimexport")
+    return path
+
+
+def load_model(model_id: str | ModelConfig, checkpoint: str | os.PathLike | None = None,
+               resolution: int | None = None, seed: int = 0) -> nn.Module:
+    """The model with the weights a user means: the given official checkpoint, else the model's embedded trained
+    weights, else seeded random weights (eval mode, CPU)."""
+    cfg = get_config(model_id) if isinstance(model_id, str) else model_id
+    path = checkpoint if checkpoint is not None else embedded_weights(cfg)
+    return load_checkpoint(cfg, path, resolution) if path is not None else build_model(cfg, resolution, seed=seed)
+
+
+def weights_label(model_id: str | ModelConfig, checkpoint: str | os.PathLike | None, seed: int) -> str:
+    """What `load_model` loads, for reports: the checkpoint path, 'embedded', or 'random (seed N)'."""
+    cfg = get_config(model_id) if isinstance(model_id, str) else model_id
+    if checkpoint is not None:
+        return os.fspath(checkpoint)
+    return f"embedded ({cfg.weights})" if cfg.weights else f"random (seed {seed})"

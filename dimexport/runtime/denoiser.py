@@ -27,8 +27,8 @@ from ..configs import ModelConfig
 from ..errors import DimexportError, EnvironmentProblem, InputError
 from ..export import scan_node
 from ..export.exporter import OUTPUT_NAME, Artifact, ExportSpec, build_for_export, read_artifact
-from ..models import DTYPES, build_model, cast_model, cuda_graphed
-from ..models.checkpoint import load_checkpoint
+from ..models import DTYPES, cast_model, cuda_graphed
+from ..models.checkpoint import load_model
 
 BACKEND_NAMES = ("torch", "graph", "ort", "trt")
 ORT_CONTRIB_DOMAIN = "ai.onnx.contrib"  # onnxruntime-extensions' fixed Python-op domain
@@ -265,11 +265,6 @@ def torch_denoiser_for(artifact: Artifact, device: str = "cpu", cuda_graph: bool
     return TorchDenoiser(build_for_export(spec), spec.resolution, device, spec.dtype, cuda_graph)
 
 
-def torch_model(model_id: str, checkpoint: str | Path | None, resolution: int | None, seed: int = 0) -> nn.Module:
-    """The PyTorch module of `model_id`: an official checkpoint, or seeded random weights without one."""
-    if checkpoint is not None:
-        return load_checkpoint(model_id, checkpoint, resolution)
-    return build_model(model_id, resolution, seed=seed)
 
 
 def load_denoiser(backend: str, model_id: str | None = None, checkpoint: str | Path | None = None,
@@ -286,7 +281,7 @@ def load_denoiser(backend: str, model_id: str | None = None, checkpoint: str | P
         elif model_id is None:
             raise InputError(f"the {backend} backend needs --model (or --artifact)")
         else:
-            return TorchDenoiser(torch_model(model_id, checkpoint, resolution, seed), resolution, device, dtype,
+            return TorchDenoiser(load_model(model_id, checkpoint, resolution, seed), resolution, device, dtype,
                                  cuda_graph=backend == "graph")
     elif artifact is None:
         raise InputError(f"the {backend} backend runs an exported artifact: pass --artifact DIR "

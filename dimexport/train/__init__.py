@@ -1,0 +1,1 @@
+"""Training: datasets, recipes and the loop (`dimexport train`)."""
