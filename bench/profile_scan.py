@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--split", type=int, default=0, help="force lanes per channel (0 = heuristic)")
     ap.add_argument("--chunks", type=int, default=0, help="force sequence chunks (0 = heuristic, 1 = no split)")
     ap.add_argument("--calls", type=int, default=3)
+    ap.add_argument("--backward", action="store_true", help="run the backward (ncu -k regex:scan_bwd)")
     args = ap.parse_args()
     if args.split:
         os.environ["DIMEX_SCAN_FORCE_SPLIT"] = str(args.split)
@@ -34,7 +35,12 @@ def main() -> None:
         os.environ["DIMEX_SCAN_FORCE_CHUNKS"] = str(args.chunks)
     s = realistic_scan_inputs(args.batch, args.dim, args.seqlen, dtype=torch.float16, device="cuda")
     out = torch.empty_like(s["u"])
+    go = torch.randn_like(s["u"])
     for _ in range(args.calls):
+        if args.backward:
+            _native.scan_backward(go, s["u"], s["delta"], s["A"], s["B"], s["C"], s["D"], s["z"], s["delta_bias"],
+                                  True, False)
+            continue
         _native.scan_cuda(s["u"], s["delta"], s["A"], s["B"], s["C"], s["D"], s["z"], s["delta_bias"], True, False,
                           out=out)
     torch.cuda.synchronize()

@@ -38,7 +38,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kK = 16;        // tokens per recomputed chunk
-constexpr int kRowP = 33;     // padded row of the per-warp [token][lane] scratch (conflict-free column sums)
+constexpr int kRowP = 36;     // padded row of the per-warp [token][lane] scratch: float4 column sums, no conflicts
 
 template <int NS>
 struct Cfg {
@@ -47,6 +47,7 @@ struct Cfg {
   static constexpr int kNe = NS < kK ? NS : kK;  // lanes of a channel that own tokens
   static constexpr int kPt = kK / kNe;           // tokens owned per such lane and chunk
   static constexpr int kRowBC = NS + 1;          // padded row of the staged B/C chunk
+  static constexpr int kStage = (kK * NS + kThreads - 1) / kThreads;  // B (and C) elements staged per thread
   // Shared memory (floats): per-warp sums scratch [warp][3][kK][kRowP], per-warp dB/dC [warp][2][kK][32],
   // staged B and C [2][kK][kRowBC].
   static constexpr int kOffP = 0;
@@ -96,6 +97,18 @@ __device__ __forceinline__ float ld(const void* base, int64_t i) {
 
 __device__ __forceinline__ float sigmoid_acc(float x) { return rcp_sfu(1.0f + ex2_sfu(-x * kLog2e)); }
 
+// The sum of a lane's NS consecutive floats of a scratch row (16-byte aligned): float4 loads into four partial sums.
+template <int NS>
+__device__ __forceinline__ float row_sum(const float* row) {
+  float4 acc = *reinterpret_cast<const float4*>(row);
+#pragma unroll
+  for (int i = 4; i < NS; i += 4) {
+    const float4 q = *reinterpret_cast<const float4*>(row + i);
+    acc.x += q.x, acc.y += q.y, acc.z += q.z, acc.w += q.w;
+  }
+  return (acc.x + acc.y) + (acc.z + acc.w);
+}
+
 template <typename T, int NS, bool kRev>
 __global__ void __launch_bounds__(kThreads, 2) scan_bwd_kernel(const Args a) {
   using Cf = Cfg<NS>;
@@ -115,11 +128,15 @@ __global__ void __launch_bounds__(kThreads, 2) scan_bwd_kernel(const Args a) {
   const float Dd = p.D ? p.D[d] : 0.0f;
   const float bias = p.delta_bias ? p.delta_bias[d] : 0.0f;
   const bool has_z = p.z != nullptr;
+  const bool owner = ch_on && n < Cf::kNe;  // this lane owns tokens n, n + kNe, ... of each chunk
 
-  const int64_t ou = b * p.u_stride[0] + d * p.u_stride[1], su = p.u_stride[2];
-  const int64_t odl = b * p.delta_stride[0] + d * p.delta_stride[1], sdl = p.delta_stride[2];
-  const int64_t oz = has_z ? b * p.z_stride[0] + d * p.z_stride[1] : 0, sz = p.z_stride[2];
-  const int64_t og = b * a.q.grad_out_stride[0] + d * a.q.grad_out_stride[1], sg = a.q.grad_out_stride[2];
+  const T* u_row = static_cast<const T*>(p.u) + b * p.u_stride[0] + d * p.u_stride[1];
+  const T* dl_row = static_cast<const T*>(p.delta) + b * p.delta_stride[0] + d * p.delta_stride[1];
+  const T* z_row = has_z ? static_cast<const T*>(p.z) + b * p.z_stride[0] + d * p.z_stride[1] : nullptr;
+  const T* go_row = static_cast<const T*>(a.q.grad_out) + b * a.q.grad_out_stride[0] + d * a.q.grad_out_stride[1];
+  const int64_t su = p.u_stride[2], sdl = p.delta_stride[2], sz = p.z_stride[2], sg = a.q.grad_out_stride[2];
+  const T* Bg = static_cast<const T*>(p.B) + b * p.B_stride[0] + g * p.B_stride[1];
+  const T* Cg = static_cast<const T*>(p.C) + b * p.C_stride[0] + g * p.C_stride[1];
   const int64_t orow = (b * dim + d) * L;  // (b, d, 0) of the fp32 (B, D, L) gradients
 
   float* sP = smem + Cf::kOffP + warp * 3 * kK * kRowP;
@@ -129,45 +146,66 @@ __global__ void __launch_bounds__(kThreads, 2) scan_bwd_kernel(const Args a) {
   float* ckpt = a.ws + a.w.ckpt + (b * dim + d) * (a.w.nchunks - 1) * N;
 
   auto tok = [&](int64_t s) { return kRev ? L - 1 - s : s; };
-  // Stages B (and C) of chunk s0 as fp32 [token][state]; zero past the sequence and beyond dstate.
-  auto stage = [&](int64_t s0, bool with_c) {
-    __syncthreads();  // the previous chunk's readers are done
-    for (int i = tid; i < kK * NS; i += kThreads) {
-      const int k = i % kK, nn = i / kK;
+
+  // Global reads of a chunk are issued one chunk ahead into registers (the next chunk's B/C elements this thread
+  // stages, the raw scalars of the tokens this lane owns), so their latency overlaps the current chunk's work.
+  float nB[Cf::kStage], nC[Cf::kStage], ndl[Cf::kPt], nu[Cf::kPt], nz[Cf::kPt], ngo[Cf::kPt];
+  auto fetch = [&](int64_t s0, bool grads) {
+#pragma unroll
+    for (int j = 0; j < Cf::kStage; ++j) {
+      const int e = tid + j * kThreads, k = e % kK, nn = e / kK;
       const int64_t s = s0 + k;
-      const bool ok = nn < N && s < L;
+      const bool ok = e < kK * NS && nn < N && s < L;
       const int64_t t = ok ? tok(s) : 0;
-      sB[k * Cf::kRowBC + nn] =
-          ok ? ld<T>(p.B, b * p.B_stride[0] + g * p.B_stride[1] + nn * p.B_stride[2] + t * p.B_stride[3]) : 0.0f;
-      if (with_c)
-        sC[k * Cf::kRowBC + nn] =
-            ok ? ld<T>(p.C, b * p.C_stride[0] + g * p.C_stride[1] + nn * p.C_stride[2] + t * p.C_stride[3]) : 0.0f;
+      nB[j] = ok ? to_f(Bg[nn * p.B_stride[2] + t * p.B_stride[3]]) : 0.0f;
+      nC[j] = ok && grads ? to_f(Cg[nn * p.C_stride[2] + t * p.C_stride[3]]) : 0.0f;
     }
-    __syncthreads();
-  };
-  // The per-token scalars of the tokens this lane owns in chunk s0 (token j = i * kNe + n): x = delta + bias,
-  // dt, u, dt * u; zero past the sequence.
-  float xv[Cf::kPt], dtv[Cf::kPt], uv[Cf::kPt], duv[Cf::kPt];
-  auto load_tokens = [&](int64_t s0) {
 #pragma unroll
     for (int i = 0; i < Cf::kPt; ++i) {
       const int64_t s = s0 + i * Cf::kNe + n;
-      const bool ok = ch_on && n < Cf::kNe && s < L;
+      const bool ok = owner && s < L;
       const int64_t t = ok ? tok(s) : 0;
-      xv[i] = ok ? ld<T>(p.delta, odl + t * sdl) + bias : 0.0f;
-      dtv[i] = ok ? (p.delta_softplus ? softplus_acc(xv[i]) : xv[i]) : 0.0f;
-      uv[i] = ok ? ld<T>(p.u, ou + t * su) : 0.0f;
-      duv[i] = dtv[i] * uv[i];
+      ndl[i] = ok ? to_f(dl_row[t * sdl]) : 0.0f;
+      nu[i] = ok ? to_f(u_row[t * su]) : 0.0f;
+      ngo[i] = ok && grads ? to_f(go_row[t * sg]) : 0.0f;
+      nz[i] = ok && grads && has_z ? to_f(z_row[t * sz]) : 0.0f;
     }
+  };
+  // Makes the fetched chunk current: B/C into shared memory (between barriers: the previous chunk's readers are
+  // done, this chunk's are not yet started) and the per-token scalars (zero past the sequence).
+  float xv[Cf::kPt], dtv[Cf::kPt], uv[Cf::kPt], duv[Cf::kPt], zv[Cf::kPt], gov[Cf::kPt], gyv[Cf::kPt];
+  auto take = [&](int64_t s0, bool grads) {
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < Cf::kStage; ++j) {
+      const int e = tid + j * kThreads, k = e % kK, nn = e / kK;
+      if (e < kK * NS) {
+        sB[k * Cf::kRowBC + nn] = nB[j];
+        if (grads) sC[k * Cf::kRowBC + nn] = nC[j];
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < Cf::kPt; ++i) {
+      const bool ok = owner && s0 + i * Cf::kNe + n < L;
+      xv[i] = ok ? ndl[i] + bias : 0.0f;
+      dtv[i] = ok ? (p.delta_softplus ? softplus_acc(xv[i]) : xv[i]) : 0.0f;
+      uv[i] = nu[i];
+      duv[i] = dtv[i] * uv[i];
+      zv[i] = nz[i];
+      gov[i] = ngo[i];
+      gyv[i] = has_z ? gov[i] * silu_acc(zv[i]) : gov[i];
+    }
+    __syncthreads();
   };
   auto bcast = [&](const float* v, int k) { return __shfl_sync(0xffffffffu, v[k / Cf::kNe], k % Cf::kNe, NS); };
 
   // Pass 1: the state entering each chunk but the first.
+  const int64_t nc = a.w.nchunks;
   float h = 0.0f;
-  for (int64_t c = 0; c + 1 < a.w.nchunks; ++c) {
-    const int64_t s0 = c * kK;
-    load_tokens(s0);
-    stage(s0, false);
+  if (nc > 1) fetch(0, false);
+  for (int64_t c = 0; c + 1 < nc; ++c) {
+    take(c * kK, false);
+    if (c + 2 < nc) fetch((c + 1) * kK, false);
 #pragma unroll
     for (int k = 0; k < kK; ++k) {
       const float ha = ex2_sfu(bcast(dtv, k) * A2) * h;
@@ -179,21 +217,12 @@ __global__ void __launch_bounds__(kThreads, 2) scan_bwd_kernel(const Args a) {
   // Pass 2: chunks backwards, states recomputed from the checkpoints, the adjoint carried across chunks.
   float G_ = 0.0f, a_next = 1.0f, gA = 0.0f, gD = 0.0f, gdb = 0.0f;
   float* part_bc = a.ws + a.w.part_bc + ((b * G + g) * a.w.slices + blockIdx.x) * 2 * L * N;
-  for (int64_t c = a.w.nchunks - 1; c >= 0; --c) {
+  fetch((nc - 1) * kK, true);
+  for (int64_t c = nc - 1; c >= 0; --c) {
     const int64_t s0 = c * kK;
-    load_tokens(s0);
-    float zv[Cf::kPt], gov[Cf::kPt], gyv[Cf::kPt];
-#pragma unroll
-    for (int i = 0; i < Cf::kPt; ++i) {
-      const int64_t s = s0 + i * Cf::kNe + n;
-      const bool ok = ch_on && n < Cf::kNe && s < L;
-      const int64_t t = ok ? tok(s) : 0;
-      gov[i] = ok ? ld<T>(a.q.grad_out, og + t * sg) : 0.0f;
-      zv[i] = ok && has_z ? ld<T>(p.z, oz + t * sz) : 0.0f;
-      gyv[i] = has_z ? gov[i] * silu_acc(zv[i]) : gov[i];
-    }
-    stage(s0, true);
     h = (on && c > 0) ? ckpt[(c - 1) * N + n] : 0.0f;
+    take(s0, true);
+    if (c > 0) fetch(s0 - kK, true);
     float as[kK], ha[kK];
 #pragma unroll
     for (int k = 0; k < kK; ++k) {
@@ -217,20 +246,16 @@ __global__ void __launch_bounds__(kThreads, 2) scan_bwd_kernel(const Args a) {
       sG[(1 * kK + k) * 32 + lane] = gyk * hk;
     }
     __syncthreads();
-    // Per-token gradients by the owning lane.
+    // Per-token gradients by the owning lane: its channel's NS columns of the scratch rows summed.
 #pragma unroll
     for (int i = 0; i < Cf::kPt; ++i) {
       const int j = i * Cf::kNe + n;
       const int64_t s = s0 + j;
-      if (!(ch_on && n < Cf::kNe && s < L)) continue;
+      if (!(owner && s < L)) continue;
       const int64_t t = tok(s);
-      float y = 0.0f, sum_u = 0.0f, sum_a = 0.0f;
-      for (int m = 0; m < N; ++m) {
-        y += sP[(0 * kK + j) * kRowP + cw * NS + m];
-        sum_u += sP[(1 * kK + j) * kRowP + cw * NS + m];
-        sum_a += sP[(2 * kK + j) * kRowP + cw * NS + m];
-      }
-      y = fmaf(Dd, uv[i], y);
+      const float y = fmaf(Dd, uv[i], row_sum<NS>(sP + (0 * kK + j) * kRowP + cw * NS));
+      const float sum_u = row_sum<NS>(sP + (1 * kK + j) * kRowP + cw * NS);
+      const float sum_a = row_sum<NS>(sP + (2 * kK + j) * kRowP + cw * NS);
       const float g_u = fmaf(sum_u, dtv[i], gyv[i] * Dd);
       const float g_dt = fmaf(sum_u, uv[i], sum_a);
       const float g_x = p.delta_softplus && xv[i] <= 20.0f ? g_dt * sigmoid_acc(xv[i]) : g_dt;
@@ -249,13 +274,14 @@ __global__ void __launch_bounds__(kThreads, 2) scan_bwd_kernel(const Args a) {
       const int64_t s = s0 + k;
       if (nn >= N || s >= L) continue;
       float acc = 0.0f;
+#pragma unroll
       for (int w = 0; w < kWarps; ++w)
 #pragma unroll
         for (int q = 0; q < Cf::kCw; ++q)
           acc += smem[Cf::kOffG + w * 2 * kK * 32 + (which * kK + k) * 32 + q * NS + nn];
       part_bc[(which * L + tok(s)) * N + nn] = acc;
     }
-    // (the next chunk's stage() starts with a barrier before the scratch is written again)
+    // (the next chunk's take() starts with a barrier before the scratch is written again)
   }
   if (on) a.ws[a.w.part_a + (b * dim + d) * N + n] = gA;
 #pragma unroll
