@@ -416,6 +416,76 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
         err_console.print(f"note: {s['preview']}", highlight=False, soft_wrap=True)
 
 
+@main.command("bench", epilog=EPILOG)
+@click.option("--model", "model_id", required=True, help="Model id (see `dimexport models`).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official checkpoint (default: embedded trained weights, else seeded random ones).")
+@click.option("--resolution", type=int, help="Image side in pixels (default: native).")
+@click.option("--batch", default="1,8", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), help="Default: fp16 on the GPU, fp32 on the CPU.")
+@click.option("--device", help="Default: cuda when a GPU is visible, else cpu.")
+@click.option("--backends", default="eager,graph,compile,ort,trt", show_default=True,
+              help="Comma list of eager, graph (CUDA graph), compile (torch.compile), ort, trt; those that cannot run "
+                   "here are reported with the reason.")
+@click.option("--baselines", default="", help="Comma list of official (mamba-ssm block stack), dit (diffusers DiT of "
+                                              "matching size), timed in the same run.")
+@click.option("--steps", type=int, default=0, show_default=True, help="Also time a whole guided sampling loop of this "
+                                                                     "many steps per backend (batch images).")
+@click.option("--warmup", type=int, default=3, show_default=True, help="Untimed calls first.")
+@click.option("--repeat", type=int, default=20, show_default=True, help="Timed calls (p50/p90/p99 over them).")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
+              help="Write bench.json and bench.png (images/s chart) here, exports and engines under exports/ "
+                   "(default: no report files, exports in dimexport-out).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report on stdout.")
+@_handle_errors
+def bench_cmd(model_id, checkpoint, resolution, batch, dtype, device, backends, baselines, steps, warmup, repeat,
+              out_dir, as_json) -> None:
+    """Time one denoiser call (and a whole sample) on each backend, beside DiT and the mamba-ssm stack."""
+    from pathlib import Path
+
+    import torch
+
+    from .verify.speed import bar_chart, run_bench
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or ("fp16" if device.startswith("cuda") else "fp32")
+    try:
+        batches = [int(b) for b in batch.split(",")]
+    except ValueError:
+        raise InputError(f"--batch {batch!r} must be comma-separated integers such as 1,8") from None
+    if steps < 0:
+        raise InputError(f"--steps must be >= 0, got {steps}")
+    names = lambda text: [n.strip() for n in text.split(",") if n.strip()]  # noqa: E731
+    with err_console.status("benchmarking") as status:
+        report = run_bench(model_id, batches, names(backends), names(baselines), resolution, dtype, device, steps,
+                           checkpoint, str(Path(out_dir) / "exports") if out_dir else "dimexport-out", warmup=warmup,
+                           repeat=repeat, progress=lambda m: status.update(m))
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "bench.json").write_text(json.dumps(report, indent=1))
+        bar_chart(report, Path(out_dir) / "bench.png")
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    env = report["environment"]
+    console.print(f"{report['model']} at {report['resolution']} px, {report['dtype']} on "
+                  f"{env.get('gpu', env.get('cpu'))}; torch {env['torch']}; p50 of {report['repeat']} calls after "
+                  f"{report['warmup']} warm-up", highlight=False, soft_wrap=True)
+    table = Table()
+    for col in ("name", "batch", "what", "p50 ms", "p90 ms", "p99 ms", "images/s", "vs eager", "peak MiB", "note"):
+        table.add_column(col)
+    skipped = {}
+    for r in report["rows"]:
+        if r["skipped"]:
+            skipped.setdefault(r["name"], r["skipped"])
+            continue
+        table.add_row(r["name"], str(r["batch"]), r["what"], f"{r['p50']:.2f}", f"{r['p90']:.2f}", f"{r['p99']:.2f}",
+                      f"{r['images_per_s']:.1f}", "" if r["speedup_vs_eager"] != r["speedup_vs_eager"]
+                      else f"{r['speedup_vs_eager']:.2f}x", "" if r["peak_mib"] != r["peak_mib"]
+                      else f"{r['peak_mib']:.0f}", r["note"])
+    console.print(table)
+    for name, why in skipped.items():
+        console.print(f"skipped {name}: {why}", highlight=False, soft_wrap=True)
+
 @main.command(epilog=EPILOG)
 @click.option("--recipe", "recipe_path", required=True, type=click.Path(dir_okay=False),
               help="Recipe YAML (see recipes/): model, data, optimiser, schedule of logs and checkpoints.")
