@@ -67,20 +67,20 @@ def models(as_json: bool) -> None:
                 "id": cfg.id, "family": cfg.family, "params": params, "hidden": cfg.hidden,
                 "blocks": cfg.num_blocks, "patch": cfg.patch, "resolution": cfg.resolution,
                 "input": list(cfg.input_shape()[1:]), "seq_len": cfg.seq_len(), "classes": cfg.num_classes,
-                "checkpoint_format": cfg.checkpoint_format, "paper": cfg.paper,
+                "checkpoint_format": cfg.checkpoint_format, "paper": cfg.paper, "weights": cfg.weights or None,
             }
         )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="dimexport models")
-    for col in ("id", "family", "params", "D", "blocks", "resolution", "input", "L", "checkpoint"):
-        table.add_column(col, no_wrap=col != "checkpoint")
+    table = Table(title="dimexport models", box=None, pad_edge=False, header_style="bold")
+    for col in ("id", "family", "params", "D", "blocks", "px", "L", "weights"):  # fits 80 columns; --json has all
+        table.add_column(col, no_wrap=True)
     for r in rows:
         table.add_row(
             r["id"], r["family"], f"{r['params'] / 1e6:.2f}M", str(r["hidden"]), str(r["blocks"]),
-            f"{r['resolution']}²", "×".join(map(str, r["input"])), str(r["seq_len"]),
-            r["checkpoint_format"].split(":")[0],
+            str(r["resolution"]), str(r["seq_len"]),
+            "embedded" if r["weights"] else r["checkpoint_format"].split(":")[0].split(" ")[1],
         )
     console.print(table)
 
@@ -351,6 +351,10 @@ def verify(artifact, backends, atol, rtol, seed, device, save_io, engine, sample
 @click.option("--cfg", "guidance", type=float, help="Guidance in the family's form (DiM: s of eps_c+s(eps_c-eps_u); DiS: w); default: the official one.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the noise (and of the random weights).")
 @click.option("--resolution", type=int, help="Image side in pixels (default: native; ort/trt: the artifact's).")
+@click.option("--upsample", type=click.Choice(["1", "2", "3"]), default="1", show_default=True,
+              help="Sample at 2x or 3x the resolution without training (DiM's Upsample Guidance; torch/graph).")
+@click.option("--upsample-guidance", "theta", type=float, default=1.0, show_default=True,
+              help="Weight of the Upsample Guidance correction (0: plain sampling at the larger grid).")
 @click.option("--device", default="cpu", show_default=True, help="Device of the torch/graph backend and the sampler.")
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True, help="torch/graph backend dtype.")
 @click.option("--batch", "max_batch", type=int, help="Largest batch per network call (default: all at once, within the backend's range).")
@@ -359,7 +363,7 @@ def verify(artifact, backends, atol, rtol, seed, device, save_io, engine, sample
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
 @_handle_errors
 def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, sampler, steps, guidance, seed,
-           resolution, device, dtype, max_batch, out_png, save_npy, as_json) -> None:
+           resolution, upsample, theta, device, dtype, max_batch, out_png, save_npy, as_json) -> None:
     """Generate a grid of images, one row per class, with the model's official sampler and guidance.
 
     The same seed gives the same images on the same backend. Pixel models are shown directly; latent models as a
@@ -392,7 +396,8 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task(f"sampling {cfg.id} ({den.name}, {den.dtype}, {den.device})", total=None)
         result = run_sample(den, labels, n=per_class, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
-                            progress=lambda done, total: bar.update(task, completed=done, total=total))
+                            progress=lambda done, total: bar.update(task, completed=done, total=total),
+                            upsample=int(upsample), theta=theta)
     rows = len(ids) if ids else 1
     path = save_png(grid(viewable(result.samples, cfg), rows), out_png)
     if save_npy:
@@ -516,7 +521,10 @@ def train(recipe_path, out_dir, resume, device, max_steps, short) -> None:
                             total=recipe.steps, completed=0, info="")
         trainer.progress = lambda rec: bar.update(
             task, completed=rec["step"], info=f"loss {rec['loss']:.4f}  {rec['steps_per_s']:.1f} steps/s")
-        last = trainer.run(resume=resume, max_steps=max_steps)
+        try:
+            last = trainer.run(resume=resume, max_steps=max_steps)
+        finally:
+            trainer.close()
     if trainer.ctx.main:
         console.print(f"step {trainer.step}/{recipe.steps}; log {trainer.out / LOG_NAME}, loss curve "
                       f"{trainer.out / 'loss.png'}; weights {trainer.weights_path() if last else 'not saved'}",

@@ -153,6 +153,10 @@ _CONFIGS: tuple[ModelConfig, ...] = (
          paper="dimexport default (digits)", guidance=1.0, steps=20,
          weights="dim-tiny-digits/nnet_ema.pth",
          weights_sha256="d1d7fcfd444784d1ee4d78fa35c78a16688bb7a5c0e20020081525ba36255d60"),
+    # Its weak-to-strong 2x fine-tune (recipes/dim-tiny-digits-64.yaml): 64x64, a 16x16 position table and the
+    # 'rho_pad' padding schedule, as DiM's 512 fine-tune of the 256 model. No weights shipped yet.
+    _dim("dim-tiny-digits-64", 128, 7, 64, "rho_pad", "1.1M", patch=4, in_channels=1, num_classes=10,
+         latent_factor=1, paper="dimexport weak-to-strong demo (digits)", guidance=1.0, steps=20),
     # Small models for tests and quick runs; same code paths as the published ones.
     _dim("dim-tiny", 64, 5, 16, "lateral", "", num_classes=10, paper="test model"),
     ModelConfig(

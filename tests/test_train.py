@@ -186,8 +186,11 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    Trainer(Recipe.from_dict(dict(TINY, name="ddp")), out, "cpu").run()
-    torch.distributed.destroy_process_group()
+    trainer = Trainer(Recipe.from_dict(dict(TINY, name="ddp")), out, "cpu")
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
 
 
 def test_two_gloo_processes_match_one(tmp_path):
@@ -201,3 +204,27 @@ def test_two_gloo_processes_match_one(tmp_path):
     for name in ("nnet.pth", "nnet_ema.pth"):
         for k in a[name]:
             torch.testing.assert_close(a[name][k], b[name][k], rtol=1e-4, atol=1e-5, msg=f"{name} {k}")
+
+
+def test_weak_to_strong_starts_from_the_lower_resolution(tmp_path):
+    """dim-tiny-digits-64 starts from dim-tiny-digits' weights with the 8x8 position table resized to 16x16
+    (bilinear, as the official 512 fine-tune), then the shortened recipe trains through the CLI."""
+    from dimexport.models.checkpoint import embedded_weights, read_state_dict
+    from dimexport.models.dim import resize_position_table
+
+    recipe = Recipe.load(ROOT / "recipes" / "dim-tiny-digits-64.yaml", short=True)
+    trainer = Trainer(recipe, tmp_path / "w2s", "cpu")
+    source = read_state_dict(embedded_weights(get_config("dim-tiny-digits")))
+    state = trainer.model.state_dict()
+    extra = trainer.model.extra_len
+    assert state["additional_embed"].shape[1] == extra + 16 * 16 and source["additional_embed"].shape[1] == extra + 64
+    assert torch.equal(state["additional_embed"], resize_position_table(source["additional_embed"], extra, 16))
+    assert all(torch.equal(state[k], v) for k, v in source.items() if k != "additional_embed")
+    res = run("train", "--recipe", str(ROOT / "recipes" / "dim-tiny-digits-64.yaml"), "--short", "-o",
+              str(tmp_path / "cli"), "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    load_checkpoint("dim-tiny-digits-64", tmp_path / "cli" / "ckpts" / "0000002.ckpt" / "nnet.pth")
+    bad = Recipe.from_dict(dict(recipe.to_dict(), init_from="nope.pth"))
+    with pytest.raises(InputError, match=r"init_from 'nope.pth' is neither a weights file nor a model id with "
+                                         r"embedded weights"):
+        Trainer(bad, tmp_path / "bad", "cpu")

@@ -15,6 +15,7 @@ from ..runtime.denoiser import Denoiser
 from . import samplers
 from .guidance import default_guidance, guided_net
 from .schedule import schedule_for
+from .upsample import THETA, UPSAMPLE_GUIDANCE, upsample_guided
 
 Progress = Callable[[int, int], None]
 
@@ -53,10 +54,22 @@ def initial_noise(cfg: ModelConfig, n: int, resolution: int, seed: int) -> Tenso
 
 def sample(denoiser: Denoiser, labels: Tensor | None, n: int | None = None, sampler: str | None = None,
            steps: int | None = None, guidance: float | None = None, seed: int = 0,
-           progress: Progress | None = None) -> SampleResult:
+           progress: Progress | None = None, upsample: int = 1, theta: float = THETA) -> SampleResult:
     """One sample per label (or `n` for unconditional models) with the model's official sampler, step count and
-    guidance unless given. The sampler runs in float64 on the denoiser's device; the result is on the CPU."""
+    guidance unless given. The sampler runs in float64 on the denoiser's device; the result is on the CPU.
+
+    `upsample` m > 1 samples at m x the denoiser's resolution without training, as DiM's official upsampling does:
+    plain DPM-Solver (noise prediction) with Upsample Guidance of weight `theta` (0: none) from the denoiser at its
+    own resolution, guidance s = 3 unless given."""
     cfg = denoiser.cfg
+    if upsample != 1:
+        if upsample not in (2, 3):
+            raise InputError(f"--upsample must be 2 or 3 (times the trained resolution), got {upsample}")
+        if cfg.family != "dim":
+            raise InputError(f"--upsample follows DiM's Upsample Guidance; {cfg.id} is a {cfg.family} model")
+        if sampler not in (None, "dpm-solver"):
+            raise InputError(f"--upsample samples with DPM-Solver (as the official code); drop --sampler {sampler}")
+        guidance = UPSAMPLE_GUIDANCE if guidance is None else guidance
     sampler = sampler or cfg.sampler
     steps = cfg.steps if steps is None else steps
     guidance = default_guidance(cfg) if guidance is None else guidance
@@ -71,8 +84,11 @@ def sample(denoiser: Denoiser, labels: Tensor | None, n: int | None = None, samp
     if not count:
         raise InputError("nothing to sample: give labels or n > 0")
     device = denoiser.device
-    x = initial_noise(cfg, count, denoiser.resolution, seed).to(device)
-    net = guided_net(denoiser, labels, guidance)
+    full = denoiser.at_resolution(denoiser.resolution * upsample) if upsample != 1 else denoiser
+    x = initial_noise(cfg, count, full.resolution, seed).to(device)
+    net = guided_net(full, labels, guidance)
+    if upsample != 1:
+        net = upsample_guided(net, guided_net(denoiser, labels, guidance), schedule, upsample, theta)
     result = SampleResult(torch.empty(0), labels)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -88,8 +104,8 @@ def sample(denoiser: Denoiser, labels: Tensor | None, n: int | None = None, samp
     c = cfg.in_channels
     started = time.perf_counter()
     if sampler == "dpm-solver":  # U-ViT's DiM setting: 'fast', order 3, time-uniform, data prediction
-        out = samplers.dpm_solver(timed, schedule, x, steps=steps, order=3, predict_x0=True, progress=progress,
-                                  channels=c)
+        out = samplers.dpm_solver(timed, schedule, x, steps=steps, order=3, predict_x0=upsample == 1,
+                                  progress=progress, channels=c)
     elif sampler == "dpm-solver++":
         out = samplers.dpm_solver_pp_2m(timed, schedule, x, steps=steps, progress=progress, channels=c)
     elif sampler == "ddim":
@@ -100,6 +116,7 @@ def sample(denoiser: Denoiser, labels: Tensor | None, n: int | None = None, samp
     result.total_s = time.perf_counter() - started
     result.samples = out.float().cpu()
     result.settings = {"model": cfg.id, "backend": denoiser.name, "dtype": denoiser.dtype,
-                       "device": str(device), "resolution": denoiser.resolution, "sampler": sampler, "steps": steps,
-                       "guidance": guidance, "seed": seed, "count": count}
+                       "device": str(device), "resolution": full.resolution, "sampler": sampler, "steps": steps,
+                       "guidance": guidance, "seed": seed, "count": count, "upsample": upsample,
+                       "upsample_guidance": theta if upsample != 1 else None}
     return result

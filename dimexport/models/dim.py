@@ -7,6 +7,8 @@ in fp32 like the official residual, which computes the same function.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -104,6 +106,18 @@ class DiMBlock(nn.Module):
         return s + ((1 + gate) * self.attn1(n)).float()
 
 
+def resize_position_table(table: Tensor, extra_len: int, grid: int) -> Tensor:
+    """A (1, extra + g*g, D) position table for a grid x grid token grid: the grid cells resized bilinearly, the
+    extra (condition and separator) rows kept; as the official code does for other resolutions and fine-tunes."""
+    native = math.isqrt(table.shape[1] - extra_len)
+    if grid == native:
+        return table
+    extra, cells = table[:, :extra_len], table[:, extra_len:]
+    cells = cells.reshape(1, native, native, -1).permute(0, 3, 1, 2)
+    cells = F.interpolate(cells, size=(grid, grid), mode="bilinear", align_corners=False)
+    return torch.cat([extra, cells.flatten(2).transpose(1, 2)], dim=1)
+
+
 class DiM(nn.Module):
     """DiM with multi-directional scans and padding tokens.
 
@@ -154,14 +168,7 @@ class DiM(nn.Module):
         return self._layouts[key]
 
     def position_table(self, grid: int) -> Tensor:
-        table = self.additional_embed
-        native = self.cfg.grid()
-        if grid == native:
-            return table
-        extra, cells = table[:, : self.extra_len], table[:, self.extra_len :]
-        cells = cells.reshape(1, native, native, -1).permute(0, 3, 1, 2)
-        cells = F.interpolate(cells, size=(grid, grid), mode="bilinear", align_corners=False)
-        return torch.cat([extra, cells.flatten(2).transpose(1, 2)], dim=1)
+        return resize_position_table(self.additional_embed, self.extra_len, grid)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         cfg = self.cfg

@@ -68,6 +68,11 @@ class Denoiser:
     def _forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def at_resolution(self, resolution: int) -> "Denoiser":
+        """The same network at another resolution (training-free upsampling needs both)."""
+        raise InputError(f"the {self.name} backend runs one exported resolution ({self.resolution} px): sample at "
+                         "another resolution with the torch or graph backend")
+
 
 class TorchDenoiser(Denoiser):
     """The PyTorch module, eager or replayed from CUDA graphs (one per batch size, captured on first use)."""
@@ -83,6 +88,10 @@ class TorchDenoiser(Denoiser):
         self.cuda_graph = cuda_graph
         self.name = "graph" if cuda_graph else "torch"
         self._graphs: dict[int, object] = {}
+
+    def at_resolution(self, resolution: int) -> "TorchDenoiser":
+        self.cfg.grid(resolution)  # validates
+        return TorchDenoiser(self.model, resolution, str(self.device), self.dtype, self.cuda_graph, self.max_batch)
 
     def _forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         x, t, y = x.to(self.device, self.torch_dtype), t.to(self.device), y.to(self.device)

@@ -30,6 +30,7 @@ class Recipe:
     p_uncond: float = 0.1  # label dropout for classifier-free guidance
     bf16: bool = True  # autocast on CUDA (the CPU trains in fp32)
     resolution: int | None = None  # another resolution than the config's native one
+    init_from: str | None = None  # weak-to-strong: a weights file (DiM nnet.pth) or a model id's embedded weights
     seed: int = 0
     log_every: int = 50
     ckpt_every: int = 1000

@@ -10,6 +10,7 @@ order of the float reduction).
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import math
 import os
@@ -23,13 +24,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..configs import ModelConfig, get_config
+from ..configs import REGISTRY, ModelConfig, get_config
 from ..diffusion.images import grid, save_png, viewable
 from ..diffusion.losses import diffusion_loss, sample_levels
 from ..diffusion.pipeline import sample
 from ..diffusion.schedule import schedule_for
 from ..errors import CheckpointError, InputError
 from ..models import build_model
+from ..models.checkpoint import embedded_weights, load_state, read_state_dict
+from ..models.dim import resize_position_table
 from ..runtime.denoiser import TorchDenoiser
 from .data import load_dataset
 from .recipe import Recipe
@@ -98,7 +101,10 @@ class Trainer:
         self.resolution = recipe.resolution or self.cfg.resolution
         self.x, self.y = load_dataset(recipe.data, self.cfg, self.cfg.input_shape(1, self.resolution)[-1])
         self.schedule = schedule_for(self.cfg)
-        self.model = build_model(self.cfg, self.resolution, seed=recipe.seed).train().to(self.ctx.device)
+        self.model = build_model(self.cfg, self.resolution, seed=recipe.seed)
+        if recipe.init_from:
+            self._init_from(recipe.init_from)
+        self.model = self.model.train().to(self.ctx.device)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
                                      betas=recipe.betas, eps=recipe.adam_eps)
@@ -107,6 +113,18 @@ class Trainer:
         if self.ctx.world > 1:
             ids = None if self.ctx.device.type == "cpu" else [self.ctx.device.index]
             self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    def _init_from(self, source: str) -> None:
+        """Weak-to-strong: start from a lower resolution's weights (DiM's 512 fine-tune starts from the 256 model's
+        non-EMA nnet.pth); a position table of another grid is resized bilinearly to this model's."""
+        path = embedded_weights(REGISTRY[source]) if source in REGISTRY else Path(source)
+        if path is None or not path.is_file():
+            raise InputError(f"init_from {source!r} is neither a weights file nor a model id with embedded weights")
+        state = dict(read_state_dict(path))
+        table = state.get("additional_embed")
+        if table is not None and table.shape != self.model.additional_embed.shape:
+            state["additional_embed"] = resize_position_table(table, self.model.extra_len, self.cfg.grid())
+        load_state(self.model, state, source=f"init_from {source!r}")
 
     # --- checkpoints: DiM <step>.ckpt/{nnet,nnet_ema,optimizer,step}.pth (U-ViT's TrainState); DiS
     # checkpoints/<step>.pt = {'model', 'ema', 'opt', 'args'}; both plus train_state.pth ------------------------
@@ -259,6 +277,16 @@ class Trainer:
             if log:
                 log.close()
         return last
+
+
+    def close(self) -> None:
+        """Leave the process group cleanly: every rank done, the DDP wrapper (whose reducer holds the group) released
+        before the group is destroyed, so no rank aborts at exit."""
+        if self.ctx.world > 1 and dist.is_initialized():
+            dist.barrier()
+            self.ddp = self.model
+            gc.collect()
+            dist.destroy_process_group()
 
 
 def read_log(path: str | Path) -> list[dict]:
