@@ -358,16 +358,23 @@ def verify(artifact, backends, atol, rtol, seed, device, save_io, engine, sample
 @click.option("--device", default="cpu", show_default=True, help="Device of the torch/graph backend and the sampler.")
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True, help="torch/graph backend dtype.")
 @click.option("--batch", "max_batch", type=int, help="Largest batch per network call (default: all at once, within the backend's range).")
+@click.option("--vae", type=click.Path(), help="Latent models: the SD VAE that decodes the latents into images, a "
+                                               "diffusers AutoencoderKL folder or its weights file (nothing is "
+                                               "downloaded).")
+@click.option("--latent-preview", is_flag=True, help="Latent models without --vae: grid a min-max preview of latent "
+                                                     "channels 0-2 instead of images.")
 @click.option("-o", "--output", "out_png", default="samples.png", show_default=True, help="Grid PNG.")
-@click.option("--save-npy", type=click.Path(dir_okay=False), help="Also save the samples (N, C, H, W float32) as .npy.")
+@click.option("--save-npy", type=click.Path(dir_okay=False), help="Also save the samples (N, C, H, W float32) as .npy "
+                                                                  "(latents for latent models).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
 @_handle_errors
 def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, sampler, steps, guidance, seed,
-           resolution, upsample, theta, device, dtype, max_batch, out_png, save_npy, as_json) -> None:
+           resolution, upsample, theta, device, dtype, max_batch, vae, latent_preview, out_png, save_npy,
+           as_json) -> None:
     """Generate a grid of images, one row per class, with the model's official sampler and guidance.
 
-    The same seed gives the same images on the same backend. Pixel models are shown directly; latent models as a
-    preview of their latent channels (the SD VAE decoder comes in a later release)."""
+    The same seed gives the same images on the same backend. Pixel models are shown directly; latent models are
+    decoded by the SD VAE given with --vae (or previewed with --latent-preview)."""
     import numpy as np
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -388,6 +395,17 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
         raise InputError(f"--steps must be >= 1, got {steps}")
     if max_batch is not None and max_batch < 1:
         raise InputError(f"--batch must be >= 1, got {max_batch}")
+    decoder = None
+    if cfg.latent_factor == 1 and (vae or latent_preview):
+        raise InputError(f"{cfg.id} samples pixels: drop --vae / --latent-preview")
+    if cfg.latent_factor > 1 and vae:
+        from .diffusion.vae import load_vae
+
+        decoder = load_vae(vae, cfg).to(device)
+    elif cfg.latent_factor > 1 and not latent_preview:
+        raise InputError(f"{cfg.id} samples SD-VAE latents: pass --vae PATH (a diffusers AutoencoderKL folder such as "
+                         "stabilityai/sd-vae-ft-ema saved locally, or its weights file) to decode them into images, "
+                         "or --latent-preview for a preview of the latent channels")
     den = load_denoiser(backend, model_id, checkpoint, artifact, engine, resolution, device, dtype, seed)
     if max_batch is not None:
         den.max_batch = min(max_batch, den.max_batch or max_batch)
@@ -399,14 +417,22 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
                             progress=lambda done, total: bar.update(task, completed=done, total=total),
                             upsample=int(upsample), theta=theta)
     rows = len(ids) if ids else 1
-    path = save_png(grid(viewable(result.samples, cfg), rows), out_png)
+    if decoder is not None:
+        from .diffusion.vae import decode
+
+        started = time.perf_counter()
+        images = decode(decoder, result.samples)
+        result.settings["decode_s"] = round(time.perf_counter() - started, 4)
+    else:
+        images = viewable(result.samples, cfg)
+    path = save_png(grid(images, rows), out_png)
     if save_npy:
         np.save(save_npy, result.samples.numpy())
     calls = result.call_ms
     summary = dict(result.settings, output=str(path), npy=save_npy, calls=len(calls), total_s=round(result.total_s, 4),
                    call_ms_median=round(statistics.median(calls), 3), call_ms_first=round(calls[0], 3),
                    weights="artifact" if artifact else weights_label(cfg, checkpoint, seed),
-                   preview=LATENT_PREVIEW_NOTE if cfg.latent_factor > 1 else None)
+                   vae=vae, preview=LATENT_PREVIEW_NOTE if cfg.latent_factor > 1 and decoder is None else None)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

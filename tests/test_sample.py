@@ -37,7 +37,7 @@ def test_torch_grid_has_one_row_per_class_and_the_seed_decides(tmp_path):
     for i, seed in enumerate((0, 0, 1)):
         png, npy = tmp_path / f"g{i}.png", tmp_path / f"s{i}.npy"
         s = sample_json("--model", "dim-tiny", "--classes", "0,7", "--per-class", "2", "--steps", "3", "--seed",
-                        str(seed), "-o", str(png), "--save-npy", str(npy))
+                        str(seed), "-o", str(png), "--save-npy", str(npy), "--latent-preview")
         assert (s["sampler"], s["steps"], s["calls"], s["guidance"], s["count"]) == ("dpm-solver", 3, 3, 0.4, 4)
         assert s["weights"] == f"random (seed {seed})" and s["preview"].startswith("latent model: the grid previews")
         assert Image.open(png).size == (2 * 130 + 2, 2 * 130 + 2)  # 128 px tiles, 2-pixel gaps, 2 rows of 2
@@ -48,14 +48,15 @@ def test_torch_grid_has_one_row_per_class_and_the_seed_decides(tmp_path):
 
 def test_dis_defaults_to_ancestral_ddpm(tmp_path):
     s = sample_json("--model", "dis-tiny", "--classes", "3", "--per-class", "1", "--steps", "2", "-o",
-                    str(tmp_path / "g.png"))
+                    str(tmp_path / "g.png"), "--latent-preview")
     assert (s["sampler"], s["steps"], s["calls"], s["guidance"]) == ("ddpm", 2, 2, 1.5)
 
 
 def test_ort_backend_runs_the_artifact_in_its_batch_range(tmp_path, artifact):
     """6 images with guidance are 12 rows per call: split into the export's batches of at most 4."""
     s = sample_json("--model", "dim-tiny", "--backend", "ort", "--artifact", str(artifact), "--classes", "0-2",
-                    "--per-class", "2", "--sampler", "ddim", "--steps", "2", "-o", str(tmp_path / "g.png"))
+                    "--per-class", "2", "--sampler", "ddim", "--steps", "2", "-o", str(tmp_path / "g.png"),
+                    "--latent-preview")
     assert (s["backend"], s["sampler"], s["calls"], s["weights"]) == ("ort", "ddim", 2, "artifact")
     assert Image.open(tmp_path / "g.png").size == (2 * 130 + 2, 3 * 130 + 2)
 
@@ -76,12 +77,16 @@ def test_bad_requests_exit_2_with_the_fix(tmp_path, artifact):
          "was exported at 128 px, not 256: export again with --resolution 256"),
         (["--model", "dim-tiny", "--backend", "graph"], "the graph backend replays CUDA graphs: it needs --device cuda"),
         (["--model", "dim-nano"], "unknown model id 'dim-nano'"),
+        (["--model", "dis-tiny"], "dis-tiny samples SD-VAE latents: pass --vae PATH (a diffusers AutoencoderKL folder "
+                                  "such as stabilityai/sd-vae-ft-ema saved locally, or its weights file)"),
+        (["--model", "dim-tiny-digits", "--latent-preview"], "dim-tiny-digits samples pixels: drop --vae"),
     ]
     wrong = tmp_path / "dis.pth"
     torch.save(build_model("dis-tiny", seed=0).state_dict(), wrong)
     cases.append((["--model", "dim-tiny", "--checkpoint", str(wrong)], "does not fit dim-tiny; it fits dis-tiny: use --model dis-tiny"))
     for args, message in cases:
-        res = run("sample", *args, "-o", str(tmp_path / "never.png"))
+        preview = [] if "dim-tiny-digits" in args or args[1] == "dis-tiny" and len(args) == 2 else ["--latent-preview"]
+        res = run("sample", *args, *preview, "-o", str(tmp_path / "never.png"))
         assert res.exit_code == 2, (args, res.output)
         assert message in " ".join(res.output.split()), (args, res.output)
     assert not (tmp_path / "never.png").exists()
