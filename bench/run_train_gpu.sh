@@ -44,7 +44,7 @@ if want train; then
   timeout "${TRAIN_TIMEOUT:-480}" python3 -m dimexport.cli train --recipe recipes/dim-tiny-digits.yaml -o "$run" \
     --device cuda >"$OUT/train_stdout.log" 2>&1 || status=1
   tail -3 "$OUT/train_stdout.log"
-  last=$(ls -d "$run"/ckpts/*.ckpt | tail -1)
+  last=$(ls -d "$run"/ckpts/*.ckpt | sort -V | tail -1)
   cp "$last/nnet_ema.pth" "$run/train_log.jsonl" "$run/loss.png" "$OUT/"
   cp "$(ls "$run"/samples_*.png | tail -1)" "$OUT/samples_train.png"
   timeout 150 python3 bench/digits_quality.py --checkpoint "$last/nnet_ema.pth" --guidance 0,0.5,1,2,3 \

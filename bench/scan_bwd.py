@@ -90,17 +90,13 @@ def scan_rows(bw: float, l2: int) -> list[dict]:
     return rows
 
 
-def train_steps_per_s(model, batch: int, steps: int) -> float:
-    """Steps/s of epsilon-prediction MSE training (bf16 autocast, AdamW) after 3 warm-up steps."""
-    cfg = model.cfg
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, device="cuda")
-    y = torch.randint(0, max(cfg.num_classes, 1), (batch,), device="cuda")
-    t = torch.rand(batch, device="cuda") * 999 + 1
+def steps_per_s(module, loss_fn, steps: int) -> float:
+    """Training steps/s (bf16 autocast, AdamW) of `loss_fn()` after 3 warm-up steps."""
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = torch.nn.functional.mse_loss(model(x, t, y).float(), x)
+            loss = loss_fn()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -113,6 +109,15 @@ def train_steps_per_s(model, batch: int, steps: int) -> float:
         step()
     torch.cuda.synchronize()
     return steps / (time.perf_counter() - t0)
+
+
+def train_steps_per_s(model, batch: int, steps: int) -> float:
+    """Steps/s of epsilon-prediction MSE training of a DiM."""
+    cfg = model.cfg
+    x = torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, device="cuda")
+    y = torch.randint(0, max(cfg.num_classes, 1), (batch,), device="cuda")
+    t = torch.rand(batch, device="cuda") * 999 + 1
+    return steps_per_s(model, lambda: torch.nn.functional.mse_loss(model(x, t, y).float(), x), steps)
 
 
 def training_rows() -> list[dict]:
@@ -142,36 +147,15 @@ def training_rows() -> list[dict]:
                steps_per_s=train_steps_per_s(dimh, 8, 10))
     del dimh
     torch.cuda.empty_cache()
+    from dimexport.verify.speed import MambaStack, Skip
+
     try:
-        from mamba_ssm.modules.mamba_simple import Mamba
-        from mamba_ssm.ops.triton.layer_norm import RMSNorm
-    except ImportError:
-        Mamba = None
-    if Mamba is not None:
-        stack = torch.nn.ModuleList(
-            torch.nn.ModuleList([RMSNorm(1536), Mamba(1536, d_state=16, d_conv=3, expand=2)]) for _ in range(49)
-        ).cuda()
-        opt = torch.optim.AdamW(stack.parameters(), lr=1e-4)
-        h0 = torch.randn(8, 366, 1536, device="cuda")
-
-        def step():
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                h = h0
-                for norm, mixer in stack:
-                    h = h + mixer(norm(h))
-                loss = h.float().pow(2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        for _ in range(3):
-            step()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(10):
-            step()
-        torch.cuda.synchronize()
-        row["mamba_stack_steps_per_s"] = 10 / (time.perf_counter() - t0)
+        stack = MambaStack(get_config("dim-h")).cuda()  # 49 x (RMSNorm + mamba-ssm Mamba), D = 1536
+    except Skip:
+        stack = None
+    if stack is not None:
+        h0 = torch.randn(8, get_config("dim-h").seq_len(), 1536, device="cuda")
+        row["mamba_stack_steps_per_s"] = steps_per_s(stack, lambda: stack(h0).float().pow(2).mean(), 10)
     rows.append(row)
     print(json.dumps(row), flush=True)
     return rows

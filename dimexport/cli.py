@@ -510,8 +510,8 @@ def bench_cmd(model_id, checkpoint, resolution, batch, dtype, device, backends, 
             skipped.setdefault(r["name"], r["skipped"])
             continue
         table.add_row(r["name"], str(r["batch"]), r["what"], f"{r['p50']:.2f}", f"{r['p90']:.2f}", f"{r['p99']:.2f}",
-                      f"{r['images_per_s']:.1f}", "" if r["speedup_vs_eager"] != r["speedup_vs_eager"]
-                      else f"{r['speedup_vs_eager']:.2f}x", "" if r["peak_mib"] != r["peak_mib"]
+                      f"{r['images_per_s']:.1f}", "" if r["speedup_vs_eager"] is None
+                      else f"{r['speedup_vs_eager']:.2f}x", "" if r["peak_mib"] is None
                       else f"{r['peak_mib']:.0f}", r["note"])
     console.print(table)
     for name, why in skipped.items():
@@ -549,8 +549,10 @@ def train(recipe_path, out_dir, resume, device, max_steps, short) -> None:
             task, completed=rec["step"], info=f"loss {rec['loss']:.4f}  {rec['steps_per_s']:.1f} steps/s")
         try:
             last = trainer.run(resume=resume, max_steps=max_steps)
-        finally:
-            trainer.close()
+        except BaseException:
+            trainer.close(ok=False)
+            raise
+        trainer.close()
     if trainer.ctx.main:
         console.print(f"step {trainer.step}/{recipe.steps}; log {trainer.out / LOG_NAME}, loss curve "
                       f"{trainer.out / 'loss.png'}; weights {trainer.weights_path() if last else 'not saved'}",

@@ -11,8 +11,6 @@ matches the pure-torch reference's.
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
@@ -39,19 +37,12 @@ def cuda_inputs(batch, dim, seqlen, dstate, groups, dtype, seed, **flags) -> dic
                                                                    **flags).items()}
 
 
-def random_cases(count: int, seed: int = 4242) -> list[tuple]:
-    rng = random.Random(seed)
-    cases = []
-    for i in range(count):
-        groups = rng.choice([1, 1, 2, 3])
-        dim = groups * rng.choice([1, 3, 7, 16, 17, 40, 64])
-        seqlen = rng.choice([1, 2, 15, 16, 17, 63, 366, 1001, 2000, 4500])
-        dstate = rng.choice([1, 4, 8, 9, 15, 16, 17, 32])
-        dtype = [torch.float32, torch.float16, torch.bfloat16][i % 3]
-        flags = dict(z=rng.random() < 0.7, D=rng.random() < 0.8, bias=rng.random() < 0.8,
-                     softplus=rng.random() < 0.8, adversarial=rng.random() < 0.3)
-        cases.append((rng.choice([1, 2, 3]), dim, seqlen, dstate, groups, dtype, rng.random() < 0.5, flags, i))
-    return cases
+def random_cases(count: int) -> list[tuple]:
+    """The CPU tests' case generator over the GPU backward's range: longer sequences, chunk edges, dstate <= 32."""
+    from tests.test_scan_cpu import random_cases as cases
+
+    return cases(count, seed=4242, dims=(1, 3, 7, 16, 17, 40, 64), seqlens=(1, 2, 15, 16, 17, 63, 366, 1001, 2000, 4500),
+                 dstates=(1, 4, 8, 9, 15, 16, 17, 32))
 
 
 def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -154,25 +145,10 @@ def test_backward_is_capturable_in_a_cuda_graph():
 def test_twenty_training_steps_match_the_reference(monkeypatch):
     """20 AdamW steps of dim-tiny on the GPU (epsilon-prediction MSE on a fixed batch, fp32) through the CUDA
     kernels and through the pure-torch reference: the same loss curve, and the loss goes down."""
-    from dimexport.models import build_model, example_inputs
+    from tests.test_scan_cpu import loss_curve
 
-    def losses() -> list[float]:
-        torch.manual_seed(0)
-        model = build_model("dim-tiny", seed=0).cuda().train()
-        x, t, y = (v.cuda() for v in example_inputs(model.cfg, 8))
-        target = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)).cuda()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        curve = []
-        for _ in range(20):
-            loss = torch.nn.functional.mse_loss(model(x, t, y), target)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            curve.append(loss.item())
-        return curve
-
-    fast = losses()
+    fast = loss_curve("cuda", 20, 8)
     monkeypatch.setattr(_native, "available", lambda: False)  # forward and backward through the reference
-    slow = losses()
+    slow = loss_curve("cuda", 20, 8)
     assert fast[-1] < 0.9 * fast[0]
     torch.testing.assert_close(torch.tensor(fast), torch.tensor(slow), rtol=2e-3, atol=0)

@@ -54,14 +54,17 @@ def oracle(args: dict, softplus: bool, reverse: bool) -> torch.Tensor:
                                  delta_softplus=softplus, reverse=reverse)
 
 
-def random_cases(count: int, seed: int = 1234) -> list[tuple]:
+def random_cases(count: int, seed: int = 1234, dims=(1, 3, 7, 8, 9, 16, 17, 40),
+                 seqlens=(1, 2, 5, 63, 64, 65, 127, 366, 1001, 2000), dstates=(1, 4, 15, 16, 17, 32, 33, 64)) -> list[tuple]:
+    """Seeded (batch, dim, seqlen, dstate, groups, dtype, reverse, flags, seed) cases: channels per group, lengths
+    and states drawn from the given sets, dtypes in turn, each flag at random."""
     rng = random.Random(seed)
     cases = []
     for i in range(count):
         groups = rng.choice([1, 1, 2, 3])
-        dim = groups * rng.choice([1, 3, 7, 8, 9, 16, 17, 40])
-        seqlen = rng.choice([1, 2, 5, 63, 64, 65, 127, 366, 1001, 2000])
-        dstate = rng.choice([1, 4, 15, 16, 17, 32, 33, 64])
+        dim = groups * rng.choice(dims)
+        seqlen = rng.choice(seqlens)
+        dstate = rng.choice(dstates)
         dtype = [torch.float32, torch.float16, torch.bfloat16][i % 3]
         flags = dict(z=rng.random() < 0.7, D=rng.random() < 0.8, bias=rng.random() < 0.8,
                      softplus=rng.random() < 0.8, adversarial=rng.random() < 0.3)
@@ -171,28 +174,30 @@ def test_op_backward_runs_the_kernel():
     assert all(torch.equal(a, b) for a, b in zip(via_op, direct))
 
 
-def test_training_steps_through_the_kernel_match_the_reference(monkeypatch):
-    """Five AdamW steps of dim-tiny (epsilon-prediction MSE on a fixed batch) with the CPU kernels and with the
-    reference: the same loss curve, and the loss goes down."""
+def loss_curve(device: str, steps: int, batch: int) -> list[float]:
+    """AdamW steps of dim-tiny (epsilon-prediction MSE on a fixed batch, fp32) on `device`: the loss of each."""
     from dimexport.models import build_model, example_inputs
 
-    def losses() -> list[float]:
-        torch.manual_seed(0)
-        model = build_model("dim-tiny", seed=0).train()
-        x, t, y = example_inputs(model.cfg, 4)
-        target = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        curve = []
-        for _ in range(5):
-            loss = torch.nn.functional.mse_loss(model(x, t, y), target)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            curve.append(loss.item())
-        return curve
+    torch.manual_seed(0)
+    model = build_model("dim-tiny", seed=0).to(device).train()
+    x, t, y = (v.to(device) for v in example_inputs(model.cfg, batch))
+    target = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    curve = []
+    for _ in range(steps):
+        loss = torch.nn.functional.mse_loss(model(x, t, y), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        curve.append(loss.item())
+    return curve
 
-    fast = losses()
+
+def test_training_steps_through_the_kernel_match_the_reference(monkeypatch):
+    """Five AdamW steps of dim-tiny with the CPU kernels and with the reference: the same loss curve, and the loss
+    goes down."""
+    fast = loss_curve("cpu", 5, 4)
     monkeypatch.setattr(_native, "loads", lambda: False)  # forward and backward through the reference
-    slow = losses()
+    slow = loss_curve("cpu", 5, 4)
     assert fast[-1] < fast[0]
     torch.testing.assert_close(torch.tensor(fast), torch.tensor(slow), rtol=1e-4, atol=0)

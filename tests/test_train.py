@@ -3,6 +3,7 @@ end to end through the CLI, checkpoints in the official formats, exact resume, a
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -129,7 +130,7 @@ def test_vb_term_vanishes_for_the_true_posterior():
 def test_shortened_recipe_trains_through_the_cli_and_checkpoints_load(tmp_path):
     res = run("train", "--recipe", str(DIGITS_RECIPE), "--short", "-o", str(tmp_path), "--device", "cpu")
     assert res.exit_code == 0, res.output
-    ckpt = tmp_path / "ckpts" / "0000004.ckpt"
+    ckpt = tmp_path / "ckpts" / "4.ckpt"
     assert {p.name for p in ckpt.iterdir()} == {"nnet.pth", "nnet_ema.pth", "optimizer.pth", "step.pth",
                                                "train_state.pth"}
     assert (tmp_path / "loss.png").stat().st_size > 1000
@@ -159,9 +160,14 @@ def test_resume_is_exact(tmp_path):
     Trainer(recipe, tmp_path / "straight", "cpu").run()
     Trainer(recipe, tmp_path / "split", "cpu").run(max_steps=2)
     Trainer(recipe, tmp_path / "split", "cpu").run(resume=True)
-    a, b = _weights(tmp_path / "straight/ckpts/0000004.ckpt"), _weights(tmp_path / "split/ckpts/0000004.ckpt")
+    a, b = _weights(tmp_path / "straight/ckpts/4.ckpt"), _weights(tmp_path / "split/ckpts/4.ckpt")
     assert _same(a, b)
-    assert not _same(a["nnet.pth"], _weights(tmp_path / "split/ckpts/0000002.ckpt")["nnet.pth"])
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    other = Recipe.from_dict(dict(TINY, name="tiny", lr=5e-4, steps=6))
+    with pytest.raises(InputError, match=r"was trained with other lr than this recipe's: an exact resume needs"):
+        Trainer(other, tmp_path / "split", "cpu").run(resume=True)
+    assert not _same(a["nnet.pth"], _weights(tmp_path / "split/ckpts/2.ckpt")["nnet.pth"])
 
 
 def test_dis_trains_with_the_hybrid_loss_in_its_format(tmp_path):
@@ -187,10 +193,8 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     trainer = Trainer(Recipe.from_dict(dict(TINY, name="ddp")), out, "cpu")
-    try:
-        trainer.run()
-    finally:
-        trainer.close()
+    trainer.run()
+    trainer.close()
 
 
 def test_two_gloo_processes_match_one(tmp_path):
@@ -200,7 +204,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
     torch.set_num_threads(1)
     Trainer(Recipe.from_dict(dict(TINY, name="one")), tmp_path / "one", "cpu").run()
-    a, b = _weights(tmp_path / "ddp/ckpts/0000004.ckpt"), _weights(tmp_path / "one/ckpts/0000004.ckpt")
+    a, b = _weights(tmp_path / "ddp/ckpts/4.ckpt"), _weights(tmp_path / "one/ckpts/4.ckpt")
     for name in ("nnet.pth", "nnet_ema.pth"):
         for k in a[name]:
             torch.testing.assert_close(a[name][k], b[name][k], rtol=1e-4, atol=1e-5, msg=f"{name} {k}")
@@ -223,7 +227,7 @@ def test_weak_to_strong_starts_from_the_lower_resolution(tmp_path):
     res = run("train", "--recipe", str(ROOT / "recipes" / "dim-tiny-digits-64.yaml"), "--short", "-o",
               str(tmp_path / "cli"), "--device", "cpu")
     assert res.exit_code == 0, res.output
-    load_checkpoint("dim-tiny-digits-64", tmp_path / "cli" / "ckpts" / "0000002.ckpt" / "nnet.pth")
+    load_checkpoint("dim-tiny-digits-64", tmp_path / "cli" / "ckpts" / "2.ckpt" / "nnet.pth")
     bad = Recipe.from_dict(dict(recipe.to_dict(), init_from="nope.pth"))
     with pytest.raises(InputError, match=r"init_from 'nope.pth' is neither a weights file nor a model id with "
                                          r"embedded weights"):

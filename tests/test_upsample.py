@@ -68,5 +68,5 @@ def test_cli_upsample_and_its_errors(tmp_path):
     assert summary["resolution"] == 96 and summary["upsample"] == 3 and summary["guidance"] == 3.0
     res = run("sample", "--model", "dim-tiny-digits", "--upsample", "2", "--sampler", "ddim")
     assert res.exit_code == 2 and "--upsample samples with DPM-Solver (as the official code); drop --sampler ddim" in res.output
-    res = run("sample", "--model", "dis-tiny", "--upsample", "2")
+    res = run("sample", "--model", "dis-tiny", "--upsample", "2", "--latent-preview")
     assert res.exit_code == 2 and "--upsample follows DiM's Upsample Guidance; dis-tiny is a dis model" in res.output

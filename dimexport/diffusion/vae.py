@@ -69,7 +69,10 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt files raise many types
         raise InputError(f"cannot read --vae {path}: {type(exc).__name__}: {str(exc)[:200]}") from None
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise InputError(f"--vae {path} holds a {type(state).__name__}, not a state dict of weights")
+    return state
 
 
 @torch.inference_mode()

@@ -101,8 +101,14 @@ def load_checkpoint(model_id: str | ModelConfig, path: str | os.PathLike, resolu
     return load_state(model, state, source=f"checkpoint {os.fspath(path)!r}")
 
 
-@functools.lru_cache(maxsize=None)
 def _sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256_of(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256_of(path: Path, mtime_ns: int, size: int) -> str:
+    """Hashed once per version of the file (a replaced file has another mtime or size)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

@@ -80,6 +80,8 @@ def features(path: str | Path, labels: str | Path | None = None) -> tuple[Tensor
     path = Path(path)
     try:
         if path.suffix == ".npz":
+            if labels is not None:
+                raise InputError(f"features {str(path)!r} is an .npz: its labels are its array 'y'; drop data.labels")
             with np.load(path) as z:
                 if "x" not in z:
                     raise InputError(f"features {str(path)!r} must hold an array 'x' (and 'y'); it has {list(z)}")
@@ -111,6 +113,11 @@ def load_dataset(spec: dict, cfg: ModelConfig, side: int) -> tuple[Tensor, Tenso
         x, y = image_folder(spec["path"], side, cfg.in_channels)
     elif kind == "features":
         x, y = features(spec["path"], spec.get("labels"))
+        path = Path(spec["path"])
+        has_labels = spec.get("labels") is not None or (path.suffix == ".npz" and "y" in np.load(path).files)
+        if cfg.num_classes and not has_labels:
+            raise InputError(f"{cfg.id} is class-conditional but the features {str(path)!r} come without labels: add "
+                             "an array 'y' to the .npz or data.labels (an .npy of class ids)")
     else:
         raise InputError(f"data.kind {kind!r} is not one of {', '.join(KINDS)}")
     want = (cfg.in_channels, side, side)

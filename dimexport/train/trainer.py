@@ -3,8 +3,9 @@ atomic checkpoints in the official formats, exact resume, and DistributedDataPar
 
 Exactness: each step draws its batch indices, noise levels, noise and label dropout from generators seeded by
 (recipe seed, step) over the whole global batch, and each rank takes its slice. So a resumed run repeats the
-uninterrupted one bit for bit, and N ranks compute the gradient of the same global batch as one process (up to the
-order of the float reduction).
+uninterrupted one bit for bit on the CPU (on the GPU some PyTorch kernels, e.g. index_add's and cuDNN's weight
+gradients, are nondeterministic: equal up to their rounding), and N ranks compute the gradient of the same global
+batch as one process (up to the order of the float reduction).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from .data import load_dataset
 from .recipe import Recipe
 
 LOG_NAME = "train_log.jsonl"
-STATE_NAME = "train_state.pth"  # step, optimizer, RNG states and the recipe (beside the official files)
+STATE_NAME = "train_state.pth"  # step, RNG states and the recipe (beside the official files)
+# Recipe keys a resumed run may change without breaking exactness.
+RESUME_FREE = {"name", "steps", "log_every", "ckpt_every", "sample_every", "keep", "shortened"}
 
 
 @dataclass
@@ -73,8 +76,8 @@ def _generator(seed: int, step: int, stream: int) -> torch.Generator:
 
 
 def lr_at(recipe: Recipe, step: int) -> float:
-    """Linear warm-up, then constant (DiM's LambdaLR)."""
-    return recipe.lr * min(1.0, (step + 1) / max(1, recipe.warmup))
+    """Linear warm-up, then constant: DiM's LambdaLR factor min(step / warmup, 1), so the first step has lr 0."""
+    return recipe.lr * min(1.0, step / max(1, recipe.warmup))
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -120,16 +123,22 @@ class Trainer:
         path = embedded_weights(REGISTRY[source]) if source in REGISTRY else Path(source)
         if path is None or not path.is_file():
             raise InputError(f"init_from {source!r} is neither a weights file nor a model id with embedded weights")
-        state = dict(read_state_dict(path))
+        state = {k: v.float() for k, v in read_state_dict(path).items()}  # trained in fp32 whatever the file holds
         table = state.get("additional_embed")
         if table is not None and table.shape != self.model.additional_embed.shape:
             state["additional_embed"] = resize_position_table(table, self.model.extra_len, self.cfg.grid())
         load_state(self.model, state, source=f"init_from {source!r}")
 
-    # --- checkpoints: DiM <step>.ckpt/{nnet,nnet_ema,optimizer,step}.pth (U-ViT's TrainState); DiS
-    # checkpoints/<step>.pt = {'model', 'ema', 'opt', 'args'}; both plus train_state.pth ------------------------
+    # --- checkpoints: one folder per step, ckpts/<step>.ckpt, as U-ViT's TrainState names them; inside, DiM's
+    # {nnet,nnet_ema,optimizer,step}.pth (TrainState's files) or DiS's <step:07d>.pt = {'model', 'ema', 'opt', 'args'}
+    # (its train.py's file), and train_state.pth (step, RNG states, recipe) ---------------------------------------
     def checkpoint_dir(self, step: int) -> Path:
-        return self.out / "ckpts" / f"{step:07d}.ckpt"
+        return self.out / "ckpts" / f"{step}.ckpt"
+
+    def checkpoints(self) -> list[Path]:
+        """The complete checkpoint folders, oldest first."""
+        found = (self.out / "ckpts").glob("*.ckpt") if (self.out / "ckpts").is_dir() else []
+        return sorted(found, key=lambda p: int(p.name.split(".")[0]))
 
     def weights_path(self, step: int | None = None, ema: bool = True) -> Path:
         """The official weights file of a checkpoint, as `load_checkpoint` and `dimexport sample --checkpoint` take."""
@@ -161,20 +170,23 @@ class Trainer:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        for old in sorted((self.out / "ckpts").glob("*.ckpt"))[: -self.recipe.keep]:
+        for old in self.checkpoints()[: -self.recipe.keep]:
             shutil.rmtree(old)
         return final
 
     def resume(self) -> bool:
         """Load the newest complete checkpoint of the output folder; False when there is none."""
-        folders = sorted((self.out / "ckpts").glob("*.ckpt")) if (self.out / "ckpts").is_dir() else []
+        folders = self.checkpoints()
         if not folders:
             return False
         folder = folders[-1]
         state = _load(folder / STATE_NAME)
-        if state["recipe"]["model"] != self.recipe.model:
-            raise InputError(f"{folder} was trained as {state['recipe']['model']}, this recipe trains "
-                             f"{self.recipe.model}: use another -o")
+        saved, now = state["recipe"], self.recipe.to_dict()
+        changed = sorted(k for k in now if k not in RESUME_FREE and saved.get(k) != now[k])
+        if changed:
+            raise InputError(f"{folder} was trained with other {', '.join(changed)} than this recipe's: an exact "
+                             "resume needs the same settings (only steps and the logging/checkpoint cadence may "
+                             "change); use another -o to start a new run")
         step = int(state["step"])
         if self.cfg.family == "dim":
             model_state, ema_state = _load(folder / "nnet.pth"), _load(folder / "nnet_ema.pth")
@@ -189,6 +201,10 @@ class Trainer:
         if "cuda" in state["rng"] and self.ctx.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.ctx.device)
         self.step = step
+        log = self.out / LOG_NAME
+        if self.ctx.main and log.is_file():  # drop what was logged after this checkpoint: it is trained again
+            log.write_text("".join(line + "\n" for line in log.read_text().splitlines()
+                                   if line.strip() and json.loads(line)["step"] <= step))
         return True
 
     # --- the loop ------------------------------------------------------------------------------------------------
@@ -241,7 +257,7 @@ class Trainer:
         """Train to recipe.steps (or at most `max_steps` more); returns the last checkpoint folder."""
         if resume:
             self.resume()
-        elif self.ctx.main and any((self.out / "ckpts").glob("*.ckpt")):
+        elif self.checkpoints():  # every rank raises, so none waits in a collective
             raise InputError(f"{self.out} already holds checkpoints: pass --resume to continue them, or another -o")
         self.out.mkdir(parents=True, exist_ok=True)
         r = self.recipe
@@ -279,11 +295,13 @@ class Trainer:
         return last
 
 
-    def close(self) -> None:
-        """Leave the process group cleanly: every rank done, the DDP wrapper (whose reducer holds the group) released
-        before the group is destroyed, so no rank aborts at exit."""
+    def close(self, ok: bool = True) -> None:
+        """Leave the process group cleanly: every rank done (after a failure no barrier, which could wait on ranks
+        inside a collective), the DDP wrapper (whose reducer holds the group) released before the group is
+        destroyed, so no rank aborts at exit."""
         if self.ctx.world > 1 and dist.is_initialized():
-            dist.barrier()
+            if ok:
+                dist.barrier()
             self.ddp = self.model
             gc.collect()
             dist.destroy_process_group()

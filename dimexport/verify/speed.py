@@ -9,6 +9,7 @@ the reason, not dropped.
 
 from __future__ import annotations
 
+import gc
 import math
 import platform
 import time
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..configs import ModelConfig, get_config
-from ..errors import InputError
+from ..errors import DimexportError, InputError
 from ..models import DTYPES, cast_model, count_parameters, cuda_graphed, example_inputs
 from ..models.checkpoint import load_model
 from ..runtime.denoiser import TorchDenoiser
@@ -47,7 +48,7 @@ class Row:
     p99: float = math.nan
     images_per_s: float = math.nan
     speedup_vs_eager: float = math.nan
-    peak_mib: float = math.nan
+    peak_mib: float = math.nan  # torch's allocator only (ORT and TensorRT allocate outside it)
     params: int = 0
     note: str = ""
     skipped: str = ""
@@ -114,7 +115,7 @@ def dit_size(cfg: ModelConfig) -> tuple[str, tuple[int, int, int]]:
     return name, DIT_SIZES[name]
 
 
-class _MambaStack(nn.Module):
+class MambaStack(nn.Module):
     """The official-style block stack: RMSNorm + mamba-ssm's `Mamba` mixer with a residual, as many blocks as the
     model, on its token sequence (B, L, D)."""
 
@@ -150,7 +151,13 @@ class Setup:
     cache: dict = field(default_factory=dict)  # modules built once per run, shared by backends and batch sizes
 
     def module(self, key: str, make: Callable[[], nn.Module]) -> nn.Module:
+        """The module of `key`, built once; the others are released first, so a row's peak memory is its own."""
+        for other in [k for k in self.cache if k != key]:
+            del self.cache[other]
         if key not in self.cache:
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
             self.cache[key] = make()
         return self.cache[key]
 
@@ -168,7 +175,10 @@ def _backend_fn(name: str, s: Setup, batch: int) -> tuple[Callable[[], Tensor], 
             torch.compiler.reset()  # each (batch, model) compiles afresh, specialised to its shapes
             den.model = torch.compile(den.model, dynamic=False)  # the scan stays one custom op (its fake kernel)
             t0 = time.perf_counter()
-            den(x, t, y)
+            try:
+                den(x, t, y)
+            except Exception as exc:  # inductor raises its own types (no compiler, unsupported op)
+                raise Skip(f"torch.compile failed: {type(exc).__name__}: {str(exc).strip()[:300]}") from None
             note = f"compiled in {time.perf_counter() - t0:.1f} s"
         return (lambda: den(x, t, y)), den, note
     from ..export.exporter import ExportSpec, export
@@ -185,11 +195,13 @@ def _backend_fn(name: str, s: Setup, batch: int) -> tuple[Callable[[], Tensor], 
             raise Skip("onnxruntime has no CUDAExecutionProvider here (pip install onnxruntime-gpu)")
         scan = "portable" if gpu else "plugin"
         spec = ExportSpec(s.cfg.id, s.resolution, s.dtype, scan, (1, s.max_batch, s.max_batch), s.checkpoint)
-        art, _ = export(spec, s.out_dir)  # one export serves every batch (ORT takes any batch in its range)
-        den = OrtDenoiser(art)
+        try:
+            art, _ = export(spec, s.out_dir)  # one export serves every batch (ORT takes any batch in its range)
+            den = OrtDenoiser(art)
+        except (DimexportError, ImportError) as exc:  # the export or the session failed, or an ORT extra is missing
+            raise Skip(f"ONNX Runtime: {exc}") from None
         note = f"{scan} graph, {den.device.type}"
         return (lambda: den(x, t, y)), den, note
-    from ..errors import DimexportError
     from ..runtime.denoiser import TrtDenoiser
     from ..trt import api
     from ..trt.build import BuildOptions, build
@@ -216,7 +228,7 @@ def _baseline_fn(name: str, s: Setup, batch: int, graph: bool) -> tuple[Callable
         args: tuple = (x.to(dtype), t, y if y is not None else torch.zeros(batch, dtype=torch.long, device=s.device))
         label = net.name
     else:
-        net = s.module("official", lambda: _MambaStack(s.cfg))
+        net = s.module("official", lambda: MambaStack(s.cfg))
         args = (torch.randn(batch, s.cfg.seq_len(s.resolution), s.cfg.hidden, device=s.device, dtype=dtype),)
         label = f"{s.cfg.num_blocks} x (RMSNorm + Mamba) on L = {s.cfg.seq_len(s.resolution)}"
     net = cast_model(net.to(s.device), dtype).eval()  # in place: a no-op after the first batch size
@@ -310,8 +322,9 @@ def run_bench(model_id: str, batches: list[int], backends: list[str], baselines:
         for row in rows:
             if row.batch == batch and row.what == "forward" and not row.skipped:
                 row.speedup_vs_eager = eager_p50 / row.p50
+    clean = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(r).items()} for r in rows]
     return dict(environment=environment(dev), model=cfg.id, resolution=res, dtype=dtype, device=str(dev),
-                warmup=warmup, repeat=repeat, steps=steps, rows=[asdict(r) for r in rows])
+                warmup=warmup, repeat=repeat, steps=steps, rows=clean)  # not measured: None (valid JSON)
 
 
 def environment(device: torch.device) -> dict:

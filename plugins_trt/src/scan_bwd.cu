@@ -385,12 +385,13 @@ DIMEX_EXPORT int dimex_selective_scan_bwd(const dimex_scan_bwd_params* q, cudaSt
       return DIMEX_ERR_CUDA;
     set.fetch_or(bit, std::memory_order_acq_rel);
   }
+  (void)cudaGetLastError();  // an earlier, unrelated error must not be reported as this call's
   const Args a{*q, w, static_cast<float*>(p.workspace)};
   const dim3 grid(static_cast<unsigned>(w.slices), static_cast<unsigned>(p.ngroups), static_cast<unsigned>(p.batch));
   fn<<<grid, kThreads, smem, stream>>>(a);
-  if (cudaGetLastError() != cudaSuccess) return DIMEX_ERR_CUDA;
+  if (cudaPeekAtLastError() != cudaSuccess) return DIMEX_ERR_CUDA;  // left for the caller's cudaGetLastError()
   const int64_t total = 2 * p.batch * p.ngroups * p.dstate * p.seqlen + p.dim * p.dstate + 2 * p.dim;
   const int64_t blocks = (total + 255) / 256;
   reduce_kernel<<<static_cast<unsigned>(blocks < 4096 ? blocks : 4096), 256, 0, stream>>>(a);
-  return cudaGetLastError() == cudaSuccess ? DIMEX_OK : DIMEX_ERR_CUDA;
+  return cudaPeekAtLastError() == cudaSuccess ? DIMEX_OK : DIMEX_ERR_CUDA;
 }
