@@ -181,7 +181,7 @@ def forward(model_id, checkpoint, seed, resolution, batch, device, dtype, repeat
 @main.command("export", epilog=EPILOG)
 @click.option("--model", "model_id", required=True, help="Model id (see `dimexport models`).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official checkpoint to export.")
-@click.option("--random-init", is_flag=True, help="No checkpoint: the model's embedded trained weights if it ships them, else seeded random ones (the default).")
+@click.option("--random-init", is_flag=True, help="Export seeded random weights, also for a model that ships trained ones (without --checkpoint the default is its embedded weights, else random ones).")
 @click.option("--seed", default=0, show_default=True, help="Seed of --random-init.")
 @click.option("--resolution", type=int, help="Image side in pixels; fixed per export (the scan orders depend on it).")
 @click.option("--batch", default="1:1:8", show_default=True, help="Dynamic batch min:opt:max (or N).")
@@ -202,7 +202,8 @@ def export_cmd(model_id, checkpoint, random_init, seed, resolution, batch, dtype
     if checkpoint and random_init:
         raise InputError("give either --checkpoint or --random-init, not both")
     cfg = get_config(model_id)
-    spec = ExportSpec(model_id, resolution or cfg.resolution, dtype, scan, parse_batch(batch), checkpoint, seed, opset)
+    spec = ExportSpec(model_id, resolution or cfg.resolution, dtype, scan, parse_batch(batch), checkpoint, seed, opset,
+                      random_init)
     with err_console.status("exporting") as status:
         artifact, reused = export(spec, out_dir, force, status=lambda s: status.update(s))
     m = artifact.manifest

@@ -66,3 +66,7 @@ def test_commands_take_the_default_model_with_no_other_file(tmp_path):
     report = json.loads(res.stdout)
     assert report["passed"] and all(r["psnr_db"] >= 40 for r in report["samples"]["comparisons"])
     assert json.loads((Path(folder) / "manifest.json").read_text())["weights"].startswith("embedded:sha256:d1d7fcfd")
+    res = run("export", "--model", "dim-tiny-digits", "--batch", "1:2:4", "--random-init", "-o", str(tmp_path / "art"),
+              "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["manifest"]["weights"] == "random-init:seed=0"

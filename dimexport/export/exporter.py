@@ -57,6 +57,7 @@ class ExportSpec:
     checkpoint: str | None = None
     seed: int = 0
     opset: int | None = None  # default: 20, or 22 for bf16 (ONNX Conv takes bfloat16 from opset 22)
+    random_init: bool = False  # seeded random weights, also for a model that ships trained ones
 
     def __post_init__(self) -> None:
         if self.opset is None:
@@ -155,7 +156,7 @@ def check_exported(path: Path, spec: ExportSpec) -> int:
 def build_for_export(spec: ExportSpec) -> torch.nn.Module:
     """The module `spec` describes, cast to its dtype: what export traces and what verify compares against."""
     cfg = spec.config
-    model = load_model(cfg, spec.checkpoint, spec.resolution, spec.seed)
+    model = load_model(cfg, spec.checkpoint, spec.resolution, spec.seed, embedded=not spec.random_init)
     model = cast_model(model, DTYPES[spec.dtype])
     if cfg.family == "dim":
         model.layout(cfg.grid(spec.resolution))  # index constants built eagerly, not traced
@@ -223,7 +224,7 @@ def export(
         raise InputError(f"checkpoint {spec.checkpoint!r} does not exist or is not a file")
     if spec.checkpoint:
         weights = f"sha256:{file_sha256(Path(spec.checkpoint))}"
-    elif embedded_weights(spec.config) is not None:
+    elif not spec.random_init and embedded_weights(spec.config) is not None:
         weights = f"embedded:sha256:{spec.config.weights_sha256}"
     else:
         weights = f"random-init:seed={spec.seed}"

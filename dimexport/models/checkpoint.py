@@ -128,11 +128,11 @@ def embedded_weights(cfg: ModelConfig) -> Path | None:
 
 
 def load_model(model_id: str | ModelConfig, checkpoint: str | os.PathLike | None = None,
-               resolution: int | None = None, seed: int = 0) -> nn.Module:
+               resolution: int | None = None, seed: int = 0, embedded: bool = True) -> nn.Module:
     """The model with the weights a user means: the given official checkpoint, else the model's embedded trained
-    weights, else seeded random weights (eval mode, CPU)."""
+    weights (unless `embedded` is False), else seeded random weights (eval mode, CPU)."""
     cfg = get_config(model_id) if isinstance(model_id, str) else model_id
-    path = checkpoint if checkpoint is not None else embedded_weights(cfg)
+    path = checkpoint if checkpoint is not None else embedded_weights(cfg) if embedded else None
     return load_checkpoint(cfg, path, resolution) if path is not None else build_model(cfg, resolution, seed=seed)
 
 
