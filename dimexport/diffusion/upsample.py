@@ -35,7 +35,7 @@ def tau_of(schedule: Schedule, t: Tensor, m: int) -> Tensor:
     """The official `get_tau`: among the preset times 999/1000 .. 1/1000 and ~0 (levels 999 .. 0), the one whose SNR
     is closest to m^2 SNR(t), as a continuous time 1 - k / 999 for the k-th preset, clamped to t."""
     n_levels = schedule.num_timesteps
-    abar = torch.cat([torch.ones(1, dtype=torch.float64), schedule.alphas_cumprod])  # levels 0..N
+    abar = schedule.alpha_bar(torch.arange(n_levels + 1))  # levels 0..N
     snr = abar / (1 - abar)  # level 0: inf
     preset = snr[torch.arange(n_levels - 1, -1, -1)]  # levels 999 .. 0
     level = (t.double().cpu() * n_levels).long()

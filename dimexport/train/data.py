@@ -74,9 +74,9 @@ def image_folder(root: str | Path, size: int, channels: int) -> tuple[Tensor, Te
     return torch.stack(images), torch.tensor(labels)
 
 
-def features(path: str | Path, labels: str | Path | None = None) -> tuple[Tensor, Tensor]:
+def features(path: str | Path, labels: str | Path | None = None) -> tuple[Tensor, Tensor | None]:
     """Pre-extracted latent features: an .npz with arrays `x` (N, C, h, w) and `y` (N,), or an .npy of x with the
-    labels in another .npy (or none: unconditional)."""
+    labels in another .npy; y is None when the features come without labels."""
     path = Path(path)
     try:
         if path.suffix == ".npz":
@@ -93,7 +93,9 @@ def features(path: str | Path, labels: str | Path | None = None) -> tuple[Tensor
     x = torch.from_numpy(np.asarray(x, dtype=np.float32))
     if x.dim() != 4:
         raise InputError(f"features {str(path)!r} must be (N, C, h, w), got shape {tuple(x.shape)}")
-    y = torch.zeros(len(x), dtype=torch.int64) if y is None else torch.from_numpy(np.asarray(y).astype(np.int64))
+    if y is None:
+        return x, None
+    y = torch.from_numpy(np.asarray(y).astype(np.int64))
     if tuple(y.shape) != (len(x),):
         raise InputError(f"labels of {str(path)!r} must be ({len(x)},) to match the features, got {tuple(y.shape)}")
     return x, y
@@ -113,11 +115,11 @@ def load_dataset(spec: dict, cfg: ModelConfig, side: int) -> tuple[Tensor, Tenso
         x, y = image_folder(spec["path"], side, cfg.in_channels)
     elif kind == "features":
         x, y = features(spec["path"], spec.get("labels"))
-        path = Path(spec["path"])
-        has_labels = spec.get("labels") is not None or (path.suffix == ".npz" and "y" in np.load(path).files)
-        if cfg.num_classes and not has_labels:
-            raise InputError(f"{cfg.id} is class-conditional but the features {str(path)!r} come without labels: add "
-                             "an array 'y' to the .npz or data.labels (an .npy of class ids)")
+        if y is None and cfg.num_classes:
+            raise InputError(f"{cfg.id} is class-conditional but the features {spec['path']!r} come without labels: "
+                             "add an array 'y' to the .npz or data.labels (an .npy of class ids)")
+        if y is None:
+            y = torch.zeros(len(x), dtype=torch.int64)  # unconditional data
     else:
         raise InputError(f"data.kind {kind!r} is not one of {', '.join(KINDS)}")
     want = (cfg.in_channels, side, side)
