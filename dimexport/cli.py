@@ -190,11 +190,14 @@ def forward(model_id, checkpoint, seed, resolution, batch, device, dtype, repeat
 @click.option("--scan", type=click.Choice(["plugin", "portable"]), default="plugin", show_default=True,
               help="plugin: one trt.plugins::DimSelectiveScan node per scan; portable: standard ONNX ops only.")
 @click.option("--opset", type=int, help="ONNX opset, 18..23 (default 20; 22 for bf16).")
+@click.option("--vae", type=click.Path(), help="Latent models: also export the SD VAE's decoder (a diffusers "
+              "AutoencoderKL folder or its weights file) as decoder.onnx in the artifact, latents in, images out.")
 @click.option("-o", "--output", "out_dir", default="dimexport-out", show_default=True, help="Artifact root folder.")
 @click.option("--force", is_flag=True, help="Re-export even if a matching artifact exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @_handle_errors
-def export_cmd(model_id, checkpoint, random_init, seed, resolution, batch, dtype, scan, opset, out_dir, force, as_json):
+def export_cmd(model_id, checkpoint, random_init, seed, resolution, batch, dtype, scan, opset, vae, out_dir, force,
+               as_json):
     """Export a model to ONNX into a content-addressed artifact folder (reused when nothing changed)."""
     from .configs import get_config
     from .export.exporter import ExportSpec, export, parse_batch
@@ -203,7 +206,7 @@ def export_cmd(model_id, checkpoint, random_init, seed, resolution, batch, dtype
         raise InputError("give either --checkpoint or --random-init, not both")
     cfg = get_config(model_id)
     spec = ExportSpec(model_id, resolution or cfg.resolution, dtype, scan, parse_batch(batch), checkpoint, seed, opset,
-                      random_init)
+                      random_init, vae)
     with err_console.status("exporting") as status:
         artifact, reused = export(spec, out_dir, force, status=lambda s: status.update(s))
     m = artifact.manifest
@@ -217,6 +220,11 @@ def export_cmd(model_id, checkpoint, random_init, seed, resolution, batch, dtype
         f"  {form}, L={m['seq_len']}, dtype {m['spec']['dtype']}, opset {m['spec']['opset']}, "
         f"{sum(f['bytes'] for f in m['files'].values()) / 2**20:.1f} MiB, export {m['export_seconds']} s"
     )
+    if m.get("decoder"):
+        d = m["decoder"]
+        console.print(f"  VAE decoder {d['file']}: latents {d['inputs']['latents']['shape']} -> images "
+                      f"{d['outputs']['images']['shape']}, from {d['vae']['path']} (sha256 {d['vae']['sha256'][:12]})",
+                      highlight=False, soft_wrap=True)
 
 
 @main.command("build", epilog=EPILOG)
@@ -236,13 +244,15 @@ def export_cmd(model_id, checkpoint, random_init, seed, resolution, batch, dtype
 @click.option("--workspace", "workspace_gib", type=float, help="Builder workspace limit in GiB (default: TensorRT's); it also bounds the scan plugin's workspace (up to 9 MB at N=16).")
 @click.option("--plugin-lib", type=click.Path(dir_okay=False), help="libdimexport_trt_plugin.so (default: dimexport/lib/ or $DIMEXPORT_TRT_PLUGIN_LIB).")
 @click.option("--trt-module", type=click.Choice(["tensorrt", "tensorrt_rtx"]), help="TensorRT flavour (default: tensorrt, else tensorrt_rtx).")
+@click.option("--vae", type=click.Path(), help="Latent models: also export and build the SD VAE's decoder (a diffusers "
+              "AutoencoderKL folder or its weights file) beside the denoiser's engine, latents in, images out.")
 @click.option("--no-verify", is_flag=True, help="Skip the quick parity check against PyTorch after the build.")
 @click.option("-o", "--output", "out_dir", default="dimexport-out", show_default=True, help="Artifact root folder.")
 @click.option("--force", is_flag=True, help="Rebuild the engine even if a matching one exists (the export stays cached).")
 @click.option("--json", "as_json", is_flag=True, help="Print build.json as JSON.")
 @_handle_errors
 def build_cmd(model_id, dtype, checkpoint, seed, resolution, batch, scan, opt_level, timing_cache, workspace_gib,
-              plugin_lib, trt_module, no_verify, out_dir, force, as_json):
+              plugin_lib, trt_module, vae, no_verify, out_dir, force, as_json):
     """Export (cached), build a TensorRT engine with the scan plugin, and check it against PyTorch."""
     from .configs import get_config
     from .errors import EXIT_VERIFY_FAILED
@@ -251,7 +261,7 @@ def build_cmd(model_id, dtype, checkpoint, seed, resolution, batch, scan, opt_le
     from .verify.compare import quick_verify
 
     cfg = get_config(model_id)
-    spec = ExportSpec(model_id, resolution or cfg.resolution, dtype, scan, parse_batch(batch), checkpoint, seed)
+    spec = ExportSpec(model_id, resolution or cfg.resolution, dtype, scan, parse_batch(batch), checkpoint, seed, vae=vae)
     options = BuildOptions(opt_level, None if timing_cache == "none" else timing_cache, plugin_lib, trt_module, workspace_gib)
     with err_console.status("building") as status:
         engine, reused = build(spec, out_dir, options, force, status=lambda s: status.update(s))
@@ -267,12 +277,17 @@ def build_cmd(model_id, dtype, checkpoint, seed, resolution, batch, scan, opt_le
             f"  {info['tensorrt']['module']} {info['tensorrt']['version']}, {info['gpu']['sm']}, "
             f"{info['engine']['bytes'] / 2**20:.1f} MiB, parse {info['parse_seconds']} s, build {info['build_seconds']} s"
         )
+        if info.get("decoder"):
+            d = info["decoder"]
+            console.print(f"  VAE decoder {d['engine']['file']}: {d['engine']['bytes'] / 2**20:.1f} MiB, "
+                          f"parse {d['parse_seconds']} s, build {d['build_seconds']} s", highlight=False)
     check = info.get("verify")
     if check and not check["ran"]:
         err_console.print(f"[yellow]warning:[/] the engine was built but not checked: {check['reason']}", soft_wrap=True)
     elif check and not as_json:
-        console.print(f"  vs PyTorch: rel L2 {check['rel_l2']:.2e}, PSNR {check['psnr_db']:.1f} dB: "
-                      f"{'[green]pass[/]' if check['passed'] else '[red]FAIL[/]'}")
+        console.print(f"  vs PyTorch: rel L2 {check['rel_l2']:.2e}, PSNR {check['psnr_db']:.1f} dB"
+                      + (f"; decoder rel L2 {check['decoder']['rel_l2']:.2e}" if check.get("decoder") else "")
+                      + f": {'[green]pass[/]' if check['passed'] else '[red]FAIL[/]'}")
     if check and check["ran"] and not check["passed"]:
         sys.exit(EXIT_VERIFY_FAILED)
 
@@ -321,17 +336,26 @@ def verify(artifact, backends, atol, rtol, seed, device, save_io, engine, sample
             )
         console.print(table)
         console.print(f"tolerances: rel L2 <= {tol['rel_l2']}, |a-b| <= {tol['atol']} + {tol['rtol']}*|ref|")
+        if "decoder" in report:
+            d, dtol = report["decoder"], report["decoder"]["tolerances"]
+            console.print(f"images: the VAE decoder on latents {d['inputs']['latents']} (reference: {d['vae']} in "
+                          f"PyTorch); tolerances: rel L2 <= {dtol['rel_l2']}, |a-b| <= {dtol['atol']} + "
+                          f"{dtol['rtol']}*|ref|", highlight=False, soft_wrap=True)
         if "polygraphy" in report:
             console.print(f"reproduce without dimexport:\n  {report['polygraphy']}", soft_wrap=True)
+            if "polygraphy" in report.get("decoder", {}):
+                console.print(f"  {report['decoder']['polygraphy']}", soft_wrap=True)
         if "samples" in report:
             s = report["samples"]
             table = Table(title=f"samples: {s['settings']['count']} images, {s['settings']['sampler']} "
                                 f"{s['settings']['steps']} steps, guidance {s['settings']['guidance']}, seed {s['settings']['seed']}")
-            for col in ("pair", "PSNR", "max abs", "pass"):
+            decoded = any("decoded_psnr_db" in r for r in s["comparisons"])
+            for col in ("pair", "PSNR", "max abs", *(["decoded PSNR"] if decoded else []), "pass"):
                 table.add_column(col, no_wrap=True)
             for r in s["comparisons"]:
+                extra = [f"{r['decoded_psnr_db']:.1f} dB ({r['decoder']})"] if decoded else []
                 table.add_row(f"{r['backend']}/{r['reference']}", f"{r['psnr_db']:.1f} dB (>= {s['min_psnr_db']})",
-                              f"{r['max_abs']:.2e}", "[green]yes[/]" if r["passed"] else "[red]NO[/]")
+                              f"{r['max_abs']:.2e}", *extra, "[green]yes[/]" if r["passed"] else "[red]NO[/]")
             console.print(table)
     if not report["passed"]:
         sys.exit(EXIT_VERIFY_FAILED)
@@ -361,7 +385,8 @@ def verify(artifact, backends, atol, rtol, seed, device, save_io, engine, sample
 @click.option("--batch", "max_batch", type=int, help="Largest batch per network call (default: all at once, within the backend's range).")
 @click.option("--vae", type=click.Path(), help="Latent models: the SD VAE that decodes the latents into images, a "
                                                "diffusers AutoencoderKL folder or its weights file (nothing is "
-                                               "downloaded).")
+                                               "downloaded), in PyTorch. ort/trt: default the artifact's own "
+                                               "decoder (export --vae).")
 @click.option("--latent-preview", is_flag=True, help="Latent models without --vae: grid a min-max preview of latent "
                                                      "channels 0-2 instead of images.")
 @click.option("-o", "--output", "out_png", default="samples.png", show_default=True, help="Grid PNG.")
@@ -384,6 +409,7 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
     from .diffusion.images import LATENT_PREVIEW_NOTE, grid, save_png, viewable
     from .diffusion.pipeline import parse_classes, sample as run_sample
     from .models.checkpoint import weights_label
+    from .runtime.decoder import TorchDecoder, has_decoder, load_decoder
     from .runtime.denoiser import load_denoiser
 
     cfg = get_config(model_id)
@@ -397,17 +423,23 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
     if max_batch is not None and max_batch < 1:
         raise InputError(f"--batch must be >= 1, got {max_batch}")
     decoder = None
+    exported = backend in ("ort", "trt") and artifact is not None
+    # ort/trt decode with the artifact's own decoder (export --vae) unless --vae or --latent-preview says otherwise
+    own_decoder = exported and not (vae or latent_preview) and has_decoder(artifact)
     if cfg.latent_factor == 1 and (vae or latent_preview):
         raise InputError(f"{cfg.id} samples pixels: drop --vae / --latent-preview")
     if cfg.latent_factor > 1 and vae:
         from .diffusion.vae import load_vae
 
-        decoder = load_vae(vae, cfg).to(device)
-    elif cfg.latent_factor > 1 and not latent_preview:
+        decoder = TorchDecoder(load_vae(vae, cfg), device)
+    elif cfg.latent_factor > 1 and not (latent_preview or own_decoder):
         raise InputError(f"{cfg.id} samples SD-VAE latents: pass --vae PATH (a diffusers AutoencoderKL folder such as "
                          "stabilityai/sd-vae-ft-ema saved locally, or its weights file) to decode them into images, "
-                         "or --latent-preview for a preview of the latent channels")
+                         "or --latent-preview for a preview of the latent channels"
+                         + ("; or export the artifact with --vae PATH so that it carries the decoder" if exported else ""))
     den = load_denoiser(backend, model_id, checkpoint, artifact, engine, resolution, device, dtype, seed)
+    if own_decoder:
+        decoder = load_decoder(backend, den.artifact, engine, device)
     if max_batch is not None:
         den.max_batch = min(max_batch, den.max_batch or max_batch)
     labels = torch.tensor([c for c in ids for _ in range(per_class)]) if ids else None
@@ -419,11 +451,10 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
                             upsample=int(upsample), theta=theta)
     rows = len(ids) if ids else 1
     if decoder is not None:
-        from .diffusion.vae import decode
-
         started = time.perf_counter()
-        images = decode(decoder, result.samples)
+        images = decoder(result.samples)
         result.settings["decode_s"] = round(time.perf_counter() - started, 4)
+        result.settings["decoder"] = decoder.name
     else:
         images = viewable(result.samples, cfg)
     path = save_png(grid(images, rows), out_png)
@@ -433,7 +464,8 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
     summary = dict(result.settings, output=str(path), npy=save_npy, calls=len(calls), total_s=round(result.total_s, 4),
                    call_ms_median=round(statistics.median(calls), 3), call_ms_first=round(calls[0], 3),
                    weights="artifact" if artifact else weights_label(cfg, checkpoint, seed),
-                   vae=vae, preview=LATENT_PREVIEW_NOTE if cfg.latent_factor > 1 and decoder is None else None)
+                   vae=vae or (den.artifact.manifest["decoder"]["vae"]["path"] if own_decoder else None),
+                   preview=LATENT_PREVIEW_NOTE if cfg.latent_factor > 1 and decoder is None else None)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -442,6 +474,9 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
                   f"guidance {s['guidance']}, seed {s['seed']}, {s['backend']} {s['dtype']} on {s['device']}", highlight=False, soft_wrap=True)
     console.print(f"{s['calls']} network calls in {s['total_s']:.2f} s (median {s['call_ms_median']:.1f} ms per call, "
                   f"first {s['call_ms_first']:.1f} ms) -> {path}", highlight=False, soft_wrap=True)
+    if decoder is not None:
+        console.print(f"decoded by the VAE {s['vae']} ({s['decoder']}) in {s['decode_s']:.2f} s", highlight=False,
+                      soft_wrap=True)
     if checkpoint is None and artifact is None and not cfg.weights:
         err_console.print(f"note: no --checkpoint: random weights (seed {seed}), so the images are noise", highlight=False, soft_wrap=True)
     if s["preview"]:

@@ -1,5 +1,6 @@
 """Latent models decode through the SD VAE (diffusers' AutoencoderKL) from a local folder or weights file: a randomly
-initialised VAE of the SD architecture shrunk in width stands in for the real one (83 M parameters)."""
+initialised VAE of the SD architecture shrunk in width stands in for the real one (83 M parameters). Its exported
+decoder: tests/test_export_decoder.py."""
 
 from __future__ import annotations
 
@@ -12,20 +13,10 @@ from PIL import Image
 
 from dimexport.cli import main
 from dimexport.configs import get_config
-from dimexport.diffusion.vae import SCALE, SD_VAE_CONFIG, decode, load_vae
+from dimexport.diffusion.vae import SCALE, decode, load_vae
 from dimexport.errors import InputError
 
-SMALL = dict(SD_VAE_CONFIG, block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4)
-
-
-@pytest.fixture(scope="module")
-def vae_folder(tmp_path_factory):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("vae")
-    AutoencoderKL(**SMALL).save_pretrained(folder)
-    return folder
+# vae_folder (tests/conftest.py): a randomly initialised width-shrunk SD VAE
 
 
 def test_decode_is_the_vae_of_the_unscaled_latents(vae_folder):

@@ -2,6 +2,10 @@
 
 The folder name is a hash of everything that changes the file (config, weights, dtype, shapes, opset,
 scan mode, versions), so a re-run reuses it and a changed input never picks up a stale one.
+
+A latent model exported with a VAE (`--vae`) also gets the VAE's decoder, decoder.onnx (+ .data), in the same
+folder, dtype and batch range: latents as the sampler makes them in, images in [-1, 1] out, so the whole pipeline
+(sampler, denoiser, decoder) runs on one backend, as demoDiffusion does. The VAE's content hash is in the key.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 import onnx
 import torch
@@ -28,6 +32,7 @@ from ..configs import ModelConfig, get_config
 from ..errors import EXIT_BUILD_FAILED, DimexportError, InputError
 from ..models import DTYPES, cast_model, example_inputs
 from ..models.checkpoint import embedded_weights, load_model
+from ..models.vae import SCALE, LatentDecoder, load_vae, vae_sha256
 from . import scan_node
 
 MANIFEST_FORMAT = 1
@@ -35,6 +40,10 @@ ONNX_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 INPUT_NAMES = ("x", "t", "y")
 OUTPUT_NAME = "out"
+DECODER_FILE = "decoder.onnx"
+DECODER_DATA_FILE = "decoder.onnx.data"
+DECODER_INPUT = "latents"
+DECODER_OUTPUT = "images"
 DEFAULT_OPSET = 20
 BF16_MIN_OPSET = 22
 
@@ -58,12 +67,17 @@ class ExportSpec:
     seed: int = 0
     opset: int | None = None  # default: 20, or 22 for bf16 (ONNX Conv takes bfloat16 from opset 22)
     random_init: bool = False  # seeded random weights, also for a model that ships trained ones
+    vae: str | None = None  # latent models: the SD VAE whose decoder is exported beside the denoiser
 
     def __post_init__(self) -> None:
         if self.opset is None:
             object.__setattr__(self, "opset", BF16_MIN_OPSET if self.dtype == "bf16" else DEFAULT_OPSET)
         cfg = get_config(self.model_id)
         cfg.grid(self.resolution)
+        if self.vae is not None:
+            if cfg.latent_factor == 1:
+                raise InputError(f"--vae: {cfg.id} samples pixels, it has no latents to decode: drop --vae")
+            object.__setattr__(self, "vae", str(Path(self.vae).resolve()))  # the key holds its hash, not its path
         if self.dtype not in DTYPES:
             raise InputError(f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
         if self.scan not in ("plugin", "portable"):
@@ -113,28 +127,48 @@ def _versions() -> dict[str, str]:
     return {"dimexport": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "onnxscript": onnxscript.__version__}
 
 
-def export_key(spec: ExportSpec, weights: str) -> str:
+def export_key(spec: ExportSpec, weights: str, vae: str | None = None) -> str:
+    """The content key; `vae` is the VAE's content hash when the artifact carries its decoder (paths are left out:
+    the same files elsewhere give the same key). Without a VAE the key is what it was before decoders existed."""
+    fields = {k: v for k, v in dataclasses.asdict(spec).items() if k != "vae"}
     payload = {
-        "spec": dataclasses.asdict(spec) | {"checkpoint": None},
+        "spec": fields | {"checkpoint": None},
         "weights": weights,
         "config": spec.config.to_dict(),
         "node": [scan_node.DOMAIN, scan_node.OP_TYPE, scan_node.PLUGIN_VERSION],
         "versions": _versions(),
         "format": MANIFEST_FORMAT,
     }
+    if vae is not None:
+        payload["vae"] = {"sha256": vae, "scale": SCALE, "io": [DECODER_INPUT, DECODER_OUTPUT]}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _check_graph(path: Path) -> onnx.ModelProto:
+    """What every exported graph must satisfy: no local functions (TensorRT may inline them differently, or pick
+    them over the plugin), no unconverted torch ops; returns the graph without its weights."""
+    graph_only = onnx.load(str(path), load_external_data=False)
+    if graph_only.functions:
+        names = ", ".join(f.name for f in graph_only.functions)
+        raise ExportError(f"export left local functions ({names}); TensorRT may pick them over the plugin")
+    stray = sorted({n.domain for n in graph_only.graph.node if n.domain.startswith("pkg.")})
+    if stray:
+        raise ExportError(f"export left unconverted torch ops in domains {stray}")
+    return graph_only
+
+
+def _full_check(path: Path) -> None:
+    scan_node.register_schema()
+    try:
+        onnx.checker.check_model(str(path), full_check=True)  # by path: models over 2 GB
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"onnx.checker rejected {path}: {exc}") from exc
 
 
 def check_exported(path: Path, spec: ExportSpec) -> int:
     """Fail loudly unless the file is what the rest of the pipeline relies on; returns the scan-node count."""
-    graph_only = onnx.load(str(path), load_external_data=False)
+    graph_only = _check_graph(path)
     nodes = list(graph_only.graph.node)
-    if graph_only.functions:
-        names = ", ".join(f.name for f in graph_only.functions)
-        raise ExportError(f"export left local functions ({names}); TensorRT may pick them over the plugin")
-    stray = sorted({n.domain for n in nodes if n.domain.startswith("pkg.")})
-    if stray:
-        raise ExportError(f"export left unconverted torch ops in domains {stray}")
     found = sum(n.op_type == scan_node.OP_TYPE and n.domain == scan_node.DOMAIN for n in nodes)
     domains = {o.domain for o in graph_only.opset_import}
     if spec.scan == "plugin":
@@ -145,12 +179,17 @@ def check_exported(path: Path, spec: ExportSpec) -> int:
             raise ExportError(f"the custom domain {scan_node.DOMAIN!r} is missing from opset_import")
     elif found or scan_node.DOMAIN in domains:
         raise ExportError(f"the portable graph still has {found} custom scan nodes / the {scan_node.DOMAIN} domain")
-    scan_node.register_schema()
-    try:
-        onnx.checker.check_model(str(path), full_check=True)  # by path: models over 2 GB
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"onnx.checker rejected {path}: {exc}") from exc
+    _full_check(path)
     return found
+
+
+def check_decoder(path: Path) -> None:
+    """The decoder graph: standard ops only (no scan node, no custom domain), the same checks as the denoiser's."""
+    graph_only = _check_graph(path)
+    custom = sorted({n.domain for n in graph_only.graph.node if n.domain not in ("", "ai.onnx")})
+    if custom:
+        raise ExportError(f"the decoder graph has nodes in custom domains {custom}; it must be standard ONNX")
+    _full_check(path)
 
 
 def build_for_export(spec: ExportSpec) -> torch.nn.Module:
@@ -163,25 +202,70 @@ def build_for_export(spec: ExportSpec) -> torch.nn.Module:
     return model
 
 
-def _write_onnx(spec: ExportSpec, model: torch.nn.Module, folder: Path, log: io.TextIOBase) -> None:
+def build_decoder_for_export(spec: ExportSpec) -> torch.nn.Module:
+    """The VAE decoder `spec` names, in its dtype: what export traces and what verify compares against."""
+    if spec.vae is None:
+        raise InputError(f"{spec.model_id}'s artifact has no decoder: export it with --vae PATH")
+    return LatentDecoder(load_vae(spec.vae, spec.config)).to(DTYPES[spec.dtype]).eval()
+
+
+def _trace_batch(spec: ExportSpec) -> int:
+    """torch.export specialises a dimension whose example size is 1: trace with 2 whenever the range allows."""
     lo, opt, hi = spec.batch
-    # torch.export specialises a dimension whose example size is 1: trace with 2 whenever the range allows.
-    x, t, y = example_inputs(model.cfg, opt if opt > 1 else min(2, hi), spec.resolution)
-    x = x.to(DTYPES[spec.dtype])
-    batch = {0: "batch"} if hi > 1 else None
+    return opt if opt > 1 else min(2, hi)
+
+
+def _torch_export(spec: ExportSpec, model: torch.nn.Module, inputs: dict[str, torch.Tensor], output: str, path: Path,
+                  log: io.TextIOBase, **kwargs) -> None:
+    """torch.onnx.export (dynamo) with the batch dimension of every input dynamic when the range allows, saved
+    with external data; the exporter's prints go to `log`."""
+    batch = {0: "batch"} if spec.batch[2] > 1 else None
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, (x, t, y), dynamo=True, opset_version=spec.opset, input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME], dynamic_shapes=(batch, batch, batch),
-            custom_translation_table={torch.ops.dimexport.selective_scan.default: scan_node.translate_selective_scan},
+            model, tuple(inputs.values()), dynamo=True, opset_version=spec.opset, input_names=list(inputs),
+            output_names=[output], dynamic_shapes=(batch,) * len(inputs), **kwargs,
         )
-        program.save(str(folder / ONNX_FILE), external_data=True)
+        program.save(str(path), external_data=True)
+
+
+def _write_onnx(spec: ExportSpec, model: torch.nn.Module, folder: Path, log: io.TextIOBase) -> None:
+    x, t, y = example_inputs(model.cfg, _trace_batch(spec), spec.resolution)
+    _torch_export(spec, model, dict(zip(INPUT_NAMES, (x.to(DTYPES[spec.dtype]), t, y))), OUTPUT_NAME,
+                  folder / ONNX_FILE, log,
+                  custom_translation_table={torch.ops.dimexport.selective_scan.default: scan_node.translate_selective_scan})
     if spec.scan == "portable":
         from .portable import expand_scan_nodes
 
         graph = onnx.load(str(folder / ONNX_FILE), load_external_data=False)
         onnx.save(expand_scan_nodes(graph), str(folder / ONNX_FILE))  # initializers keep pointing at the .data file
+
+
+def _write_decoder_onnx(spec: ExportSpec, decoder: torch.nn.Module, folder: Path, log: io.TextIOBase) -> None:
+    shape = spec.config.input_shape(_trace_batch(spec), spec.resolution)
+    latents = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(DTYPES[spec.dtype])
+    _torch_export(spec, decoder, {DECODER_INPUT: latents}, DECODER_OUTPUT, folder / DECODER_FILE, log)
+
+
+@contextlib.contextmanager
+def _exporting(what: str, tmp: Path, folder: Path, log: io.TextIOBase) -> Iterator[None]:
+    """torch.onnx's logging into the export log, and an exporter crash turned into an ExportError that names
+    `what` and the kept log."""
+    torch_log = logging.getLogger("torch.onnx")  # torch's own handlers hold the real stderr
+    saved = torch_log.handlers[:], torch_log.propagate
+    torch_log.handlers, torch_log.propagate = [logging.StreamHandler(log)], False
+    try:
+        yield
+    except DimexportError:
+        raise
+    except Exception as exc:
+        log.write(f"\n{type(exc).__name__}: {exc}\n")
+        log.flush()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        failed = keep_failed(tmp, folder)
+        raise ExportError(f"torch.onnx.export failed for {what}: {first[:300]} (full log: {failed / 'logs' / 'export.log'})") from exc
+    finally:
+        torch_log.handlers, torch_log.propagate = saved
 
 
 @dataclass
@@ -192,6 +276,11 @@ class Artifact:
     @property
     def onnx_path(self) -> Path:
         return self.folder / ONNX_FILE
+
+    @property
+    def decoder_path(self) -> Path | None:
+        """decoder.onnx when the artifact carries the VAE decoder (exported with --vae), else None."""
+        return self.folder / self.manifest["decoder"]["file"] if self.manifest.get("decoder") else None
 
 
 def read_artifact(folder: str | os.PathLike, verify_hashes: bool = True) -> Artifact:
@@ -228,7 +317,8 @@ def export(
         weights = f"embedded:sha256:{spec.config.weights_sha256}"
     else:
         weights = f"random-init:seed={spec.seed}"
-    key = export_key(spec, weights)
+    vae_hash = vae_sha256(spec.vae) if spec.vae else None  # a bad --vae path fails here, before anything is built
+    key = export_key(spec, weights, vae_hash)
     folder = Path(out_dir) / spec.model_id / f"{spec.scan}-{spec.dtype}-{key[:12]}"
     if (found := reuse(folder, read_artifact, force, status)) is not None:
         return found, True
@@ -237,30 +327,27 @@ def export(
     log_path = tmp / "logs" / "export.log"
     started = time.perf_counter()
     with open(log_path, "w") as log:
+        decoder = build_decoder_for_export(spec) if spec.vae else None  # a VAE that does not fit fails first
         status(f"building {spec.model_id} ({spec.dtype})")
         model = build_for_export(spec)
         status(f"exporting {spec.model_id} to ONNX ({spec.scan} scan), log: {folder / 'logs' / 'export.log'}")
-        torch_log = logging.getLogger("torch.onnx")  # torch's own handlers hold the real stderr
-        saved = torch_log.handlers[:], torch_log.propagate
-        torch_log.handlers, torch_log.propagate = [logging.StreamHandler(log)], False
-        try:
+        with _exporting(spec.model_id, tmp, folder, log):
             _write_onnx(spec, model, tmp, log)
-        except DimexportError:
-            raise
-        except Exception as exc:
-            log.write(f"\n{type(exc).__name__}: {exc}\n")
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            failed = keep_failed(tmp, folder)
-            raise ExportError(f"torch.onnx.export failed for {spec.model_id}: {first[:300]} (full log: {failed / 'logs' / 'export.log'})") from exc
-        finally:
-            torch_log.handlers, torch_log.propagate = saved
+        if decoder is not None:
+            decoder_started = time.perf_counter()
+            status(f"exporting the VAE decoder to ONNX, log: {folder / 'logs' / 'export.log'}")
+            with _exporting(f"{spec.model_id}'s VAE decoder ({spec.vae})", tmp, folder, log):
+                _write_decoder_onnx(spec, decoder, tmp, log)
+            decoder_seconds = round(time.perf_counter() - decoder_started, 1)
     status("checking the exported graph")
     try:
         nodes = check_exported(tmp / ONNX_FILE, spec)
+        if decoder is not None:
+            check_decoder(tmp / DECODER_FILE)
     except ExportError as exc:
         raise ExportError(f"{exc} (files kept in {keep_failed(tmp, folder)})") from exc
     files = {}
-    for name in (ONNX_FILE, DATA_FILE):
+    for name in (ONNX_FILE, DATA_FILE, DECODER_FILE, DECODER_DATA_FILE):
         if (tmp / name).is_file():
             files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
     cfg = spec.config
@@ -284,6 +371,18 @@ def export(
         "files": files,
         "export_seconds": round(time.perf_counter() - started, 1),
     }
+    if decoder is not None:
+        vae_cfg = decoder.vae.config
+        manifest["decoder"] = {
+            "file": DECODER_FILE,
+            "vae": {"path": spec.vae, "sha256": vae_hash, "block_out_channels": list(vae_cfg.block_out_channels),
+                    "latent_channels": vae_cfg.latent_channels},
+            "scale": SCALE,
+            "inputs": {DECODER_INPUT: {"shape": ["batch", *cfg.input_shape(1, spec.resolution)[1:]], "dtype": spec.dtype}},
+            "outputs": {DECODER_OUTPUT: {"shape": ["batch", vae_cfg.out_channels, spec.resolution, spec.resolution],
+                                         "dtype": spec.dtype, "range": [-1, 1]}},
+            "export_seconds": decoder_seconds,
+        }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     publish(tmp, folder)
     return Artifact(folder, manifest), False

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -32,6 +33,21 @@ from ..models.checkpoint import load_model
 
 BACKEND_NAMES = ("torch", "graph", "ort", "trt")
 ORT_CONTRIB_DOMAIN = "ai.onnx.contrib"  # onnxruntime-extensions' fixed Python-op domain
+
+
+def in_batches(forward: Callable[..., Tensor], inputs: tuple[Tensor, ...], min_batch: int = 1,
+               max_batch: int | None = None) -> Tensor:
+    """forward(*inputs) as float32, in chunks of at most `max_batch` rows, a short chunk padded up to `min_batch` by
+    repeating its last row (the padded outputs are dropped): what a backend with a fixed batch range needs."""
+    step = max_batch or inputs[0].shape[0]
+    outs = []
+    for i in range(0, inputs[0].shape[0], step):
+        chunk = [v[i : i + step] for v in inputs]
+        n = chunk[0].shape[0]
+        if n < min_batch:
+            chunk = [torch.cat([v, v[-1:].expand(min_batch - n, *v.shape[1:])]) for v in chunk]
+        outs.append(forward(*chunk)[:n].float())
+    return torch.cat(outs)
 
 
 class Denoiser:
@@ -54,16 +70,8 @@ class Denoiser:
             raise InputError(f"{self.name}: {self.cfg.id} is class-conditional: pass y (num_classes = null label)")
         if y is None:
             y = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
-        step = self.max_batch or x.shape[0]
-        outs = []
-        for i in range(0, x.shape[0], step):
-            xs, ts, ys = x[i : i + step], t[i : i + step], y[i : i + step]
-            n = xs.shape[0]
-            if n < self.min_batch:  # pad by repeating the last row; the padded outputs are dropped
-                pad = self.min_batch - n
-                xs, ts, ys = (torch.cat([v, v[-1:].expand(pad, *v.shape[1:])]) for v in (xs, ts, ys))
-            outs.append(self._forward(xs, ts.float(), ys.long())[:n].float().to(x.device))
-        return torch.cat(outs)
+        forward = lambda xs, ts, ys: self._forward(xs, ts.float(), ys.long())  # noqa: E731
+        return in_batches(forward, (x, t, y), self.min_batch, self.max_batch).to(x.device)
 
     def _forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
@@ -197,7 +205,8 @@ def ort_providers(artifact: Artifact) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
 
 
-def _spec_of(artifact: Artifact) -> ExportSpec:
+def spec_of(artifact: Artifact) -> ExportSpec:
+    """The ExportSpec an artifact was made from (its manifest's), which rebuilds the PyTorch reference."""
     spec = dict(artifact.manifest["spec"])
     spec["batch"] = tuple(spec["batch"])
     return ExportSpec(**spec)
@@ -213,7 +222,7 @@ class OrtDenoiser(Denoiser):
         import onnxruntime as ort
 
         self.artifact = artifact if isinstance(artifact, Artifact) else read_artifact(artifact)
-        spec = _spec_of(self.artifact)
+        spec = spec_of(self.artifact)
         lo, _, hi = spec.batch
         providers = ort_providers(self.artifact)
         super().__init__(spec.config, spec.resolution or spec.config.resolution, spec.dtype,
@@ -257,7 +266,7 @@ class TrtDenoiser(Denoiser):
         from .engine import Engine, find_usable_engine
 
         self.artifact = artifact if isinstance(artifact, Artifact) else read_artifact(artifact)
-        spec = _spec_of(self.artifact)
+        spec = spec_of(self.artifact)
         self.engine = Engine(engine or find_usable_engine(self.artifact))
         lo, _, hi = spec.batch  # the engine's optimisation profile is the export's batch range
         super().__init__(spec.config, spec.resolution or spec.config.resolution, spec.dtype, self.engine.device, lo, hi)
@@ -270,7 +279,7 @@ class TrtDenoiser(Denoiser):
 
 def torch_denoiser_for(artifact: Artifact, device: str = "cpu", cuda_graph: bool = False) -> TorchDenoiser:
     """The PyTorch module an artifact was exported from (same weights, same dtype): verify's reference."""
-    spec = _spec_of(artifact)
+    spec = spec_of(artifact)
     return TorchDenoiser(build_for_export(spec), spec.resolution, device, spec.dtype, cuda_graph)
 
 

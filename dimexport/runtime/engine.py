@@ -38,8 +38,9 @@ def rebuild_command(info: dict) -> str:
     spec = info["spec"]
     lo, opt, hi = spec["batch"]
     weights = f"--checkpoint {spec['checkpoint']}" if spec["checkpoint"] else f"--seed {spec['seed']}"
+    vae = f" --vae {spec['vae']}" if spec.get("vae") else ""
     return (f"dimexport build --model {spec['model_id']} --{spec['dtype']} --scan {spec['scan']} "
-            f"--resolution {spec['resolution']} --batch {lo}:{opt}:{hi} {weights}")
+            f"--resolution {spec['resolution']} --batch {lo}:{opt}:{hi} {weights}{vae}")
 
 
 def compatibility_problems(info: dict, trt: api.TrtInfo, sm: str, plugin_sha: str | None) -> list[str]:
@@ -71,9 +72,17 @@ class Engine:
         device: int | str | torch.device | None = None,
         module: str | None = None,
         check_compatibility: bool = True,
+        part: str = "denoiser",
     ) -> None:
+        """`part` 'decoder' runs the VAE decoder's engine of the same build (latents -> images)."""
         self.build: EngineArtifact = read_build(path)
         info = self.build.info
+        if part not in ("denoiser", "decoder"):
+            raise InputError(f"part {part!r} must be 'denoiser' or 'decoder'")
+        self.path = self.build.engine_path if part == "denoiser" else self.build.decoder_path
+        if self.path is None:
+            raise InputError(f"engine folder {self.build.folder} has no decoder engine (its artifact was exported "
+                             "without --vae, or built before decoders existed): export with --vae PATH and build again")
         self._trt = trt = api.load(module or info["tensorrt"]["module"])
         device = torch.device(device if device is not None else "cuda")
         if device.type != "cuda":
@@ -94,12 +103,12 @@ class Engine:
             if plugin:
                 api.load_plugin_library(trt, api.registry_of(trt, self._runtime), plugin)
             mark = self._logger.count
-            self._engine = self._runtime.deserialize_cuda_engine(self.build.engine_path.read_bytes())
+            self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
             if self._engine is None:
                 why = self._logger.errors_since(mark)
                 matched = " (its build.json matches this process, so this is TensorRT's own refusal)" if check_compatibility else ""
                 raise EnvironmentProblem(
-                    f"{trt.__name__} {trt.__version__} could not deserialise {self.build.engine_path}: {why}{matched}. "
+                    f"{trt.__name__} {trt.__version__} could not deserialise {self.path}: {why}{matched}. "
                     f"To rebuild it here: {rebuild_command(info)}"
                 )
             self._context = self._engine.create_execution_context()

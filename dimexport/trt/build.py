@@ -9,6 +9,9 @@ builder's GPU memory when it exits.
 Layout: `<artifact>/engines/<name>/{<name>.engine, build.json, build.log}` with
 `<name> = <model>-<scan>-<dtype>-<trt version>-<sm>-<key12>`; the key hashes the export key, TensorRT
 module and version, GPU SM, plugin library hash and builder settings, so a stale engine is never reused.
+An artifact with a VAE decoder gets its engine in the same folder (`<name>-decoder.engine`, `build-decoder.log`),
+built the same way (child process, strongly typed, the batch profile, opt level, timing cache) and recorded
+under `decoder` in build.json: one build, one key, one compatibility check for the whole pipeline.
 The timing cache is shared by all builds of one TensorRT version and SM under `<out>/timing-caches/`.
 """
 
@@ -37,6 +40,7 @@ from . import api
 ENGINE_FORMAT = 1
 BUILD_JSON = "build.json"
 LOG_FILE = "build.log"
+PARTS = ("denoiser", "decoder")  # the networks one build makes: the decoder when the artifact has one
 
 
 class BuildError(DimexportError):
@@ -71,6 +75,19 @@ class EngineArtifact:
     def engine_path(self) -> Path:
         return self.folder / self.info["engine"]["file"]
 
+    @property
+    def decoder_path(self) -> Path | None:
+        """The VAE decoder's engine, built when the artifact carries decoder.onnx; None otherwise."""
+        decoder = self.info.get("decoder")
+        return self.folder / decoder["engine"]["file"] if decoder else None
+
+
+def _part_files(tmp: Path, name: str, part: str) -> dict[str, str]:
+    """Engine, log, result and job files of one part of a build, side by side in the engine folder."""
+    tag = "" if part == "denoiser" else f"-{part}"
+    return {"engine": str(tmp / f"{name}{tag}.engine"), "log": str(tmp / f"build{tag}.log"),
+            "result": str(tmp / f"result{tag}.json"), "job": str(tmp / f"job{tag}.json")}
+
 
 def read_build(folder: str | os.PathLike) -> EngineArtifact:
     """Open an engine folder (or its .engine file), refusing one without a matching build.json."""
@@ -83,9 +100,10 @@ def read_build(folder: str | os.PathLike) -> EngineArtifact:
     info = json.loads(path.read_text())
     if info.get("format") != ENGINE_FORMAT:
         raise InputError(f"{path} has engine format {info.get('format')}; this dimexport reads {ENGINE_FORMAT}: rebuild with --force")
-    engine = folder / info["engine"]["file"]
-    if not engine.is_file() or engine.stat().st_size != info["engine"]["bytes"]:
-        raise InputError(f"engine {engine} is missing or truncated; rebuild with `dimexport build --force`")
+    for entry in (info["engine"], (info.get("decoder") or {}).get("engine")):
+        engine = folder / entry["file"] if entry else None
+        if engine and (not engine.is_file() or engine.stat().st_size != entry["bytes"]):
+            raise InputError(f"engine {engine} is missing or truncated; rebuild with `dimexport build --force`")
     return EngineArtifact(folder, info)
 
 
@@ -157,10 +175,19 @@ def build(
     if (found := reuse(folder, read_build, force, status)) is not None:
         return found, True
     tmp = scratch(folder)
-    job = make_job(trt, artifact, options, plugin, timing_cache_path(out_dir, trt, sm, options.timing_cache), tmp, name)
+    cache = timing_cache_path(out_dir, trt, sm, options.timing_cache)
+    job = make_job(trt, artifact, options, plugin, cache, tmp, name)
     status(f"building the TensorRT engine ({trt.module} {trt.version}, {sm}), log: {folder / LOG_FILE}")
     started = time.perf_counter()
     result = run_isolated(job, tmp, folder)
+    decoder = None
+    if artifact.decoder_path is not None:
+        decoder_job = make_job(trt, artifact, options, None, cache, tmp, name, part="decoder")
+        status(f"building the VAE decoder's engine, log: {folder / Path(decoder_job['log']).name}")
+        built = run_isolated(decoder_job, tmp, folder)
+        decoder = {"engine": {"file": Path(decoder_job["engine"]).name, "bytes": built["engine_bytes"],
+                              "sha256": file_sha256(Path(decoder_job["engine"]))},
+                   "io": built["io"], "parse_seconds": built["parse_seconds"], "build_seconds": built["build_seconds"]}
     info = {
         "format": ENGINE_FORMAT,
         "key": key,
@@ -177,11 +204,14 @@ def build(
         "io": result["io"],
         "parse_seconds": result["parse_seconds"],
         "build_seconds": result["build_seconds"],
+        "decoder": decoder,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
     (tmp / BUILD_JSON).write_text(json.dumps(info, indent=2))
-    (tmp / "job.json").unlink()
-    (tmp / "result.json").unlink()
+    for part in PARTS if decoder else PARTS[:1]:
+        files = _part_files(tmp, name, part)
+        Path(files["job"]).unlink()
+        Path(files["result"]).unlink()
     publish(tmp, folder)
     return EngineArtifact(folder, info), False
 
@@ -193,29 +223,34 @@ def _gpu_name() -> str:
 
 
 def make_job(trt: api.TrtInfo, artifact: Artifact, options: BuildOptions, plugin: Path | None,
-             timing_cache: Path | None, tmp: Path, name: str) -> dict:
-    """What the build child needs: every path and setting, as JSON."""
+             timing_cache: Path | None, tmp: Path, name: str, part: str = "denoiser") -> dict:
+    """What the build child needs: every path and setting, as JSON. `part` 'decoder' builds the artifact's VAE
+    decoder with the same settings and batch profile (standard ops: no plugin library)."""
+    if part not in PARTS:
+        raise InputError(f"unknown part {part!r} of a build; one of {', '.join(PARTS)}")
     spec = artifact.manifest["spec"]
+    onnx_path = artifact.onnx_path if part == "denoiser" else artifact.decoder_path
     return {
-        "module": trt.module, "onnx": str(artifact.onnx_path), "plugin_library": str(plugin) if plugin else None,
+        "module": trt.module, "onnx": str(onnx_path), "plugin_library": str(plugin) if plugin else None,
         "batch": list(spec["batch"]), "dtype": spec["dtype"], "opt_level": options.opt_level,
         "workspace_gib": options.workspace_gib, "timing_cache": str(timing_cache) if timing_cache else None,
-        "engine": str(tmp / f"{name}.engine"), "log": str(tmp / LOG_FILE), "result": str(tmp / "result.json"),
+        "part": part, **_part_files(tmp, name, part),
     }
 
 
 def run_isolated(job: dict, tmp: Path, folder: Path) -> dict:
     """Run the parse and build in a child; on failure keep `tmp` as `<folder>.failed` and raise."""
-    (tmp / "job.json").write_text(json.dumps(job, indent=2))
+    job_path = Path(job["job"])
+    job_path.write_text(json.dumps(job, indent=2))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, "-m", "dimexport.trt.build", str(tmp / "job.json")], env=env,
+    proc = subprocess.run([sys.executable, "-m", "dimexport.trt.build", str(job_path)], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    result_path = tmp / "result.json"
+    result_path = Path(job["result"])
     result = json.loads(result_path.read_text()) if result_path.is_file() else {"stage": "start"}
     if proc.returncode == 0 and result.get("ok"):
         return result
-    log = keep_failed(tmp, folder) / LOG_FILE
+    log = keep_failed(tmp, folder) / Path(job["log"]).name
     log_lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
     raise child_failure(proc.returncode, result, log, log_lines, proc.stderr.splitlines())
 

@@ -1,4 +1,5 @@
-"""verify's view of the backends: the same feeds (NumPy, Polygraphy-compatible) through each runtime denoiser."""
+"""verify's view of the backends: the same feeds (NumPy, Polygraphy-compatible) through each runtime denoiser, and
+the same latents through each runtime decoder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 
 from ..export.exporter import Artifact
+from ..runtime.decoder import OrtDecoder, TrtDecoder, torch_decoder_for
 from ..runtime.denoiser import Denoiser, OrtDenoiser, TrtDenoiser, torch_denoiser_for
 
 
@@ -37,3 +39,16 @@ def run_trt(artifact: Artifact, feeds: dict[str, np.ndarray], device: str, engin
 
 
 BACKENDS = {"torch": run_torch, "graph": run_graph, "ort": run_ort, "trt": run_trt}
+
+
+def run_decoder(name: str, artifact: Artifact, latents: np.ndarray, device: str, engine: str | Path | None) -> np.ndarray:
+    """One call of the artifact's decoder on `name` (torch: the VAE it was exported from, the reference; ort:
+    decoder.onnx; trt: the decoder engine) on the latents as they are."""
+    if name == "ort":
+        return OrtDecoder(artifact).run_feeds(latents)
+    decoder = torch_decoder_for(artifact, device) if name == "torch" else TrtDecoder(artifact, engine)
+    return decoder._forward(torch.from_numpy(latents)).float().cpu().numpy()
+
+
+# graph: the decoder is the same eager module as torch's, so there is nothing to compare
+DECODER_BACKENDS = ("torch", "ort", "trt")

@@ -1,4 +1,7 @@
-"""Parity metrics, per-dtype tolerances and the verify driver (Polygraphy-compatible inputs/outputs)."""
+"""Parity metrics, per-dtype tolerances and the verify driver (Polygraphy-compatible inputs/outputs).
+
+An artifact with a VAE decoder is checked twice: the denoiser on (x, t, y) and the decoder on seeded latents, each
+against PyTorch with the same per-dtype tolerances, each its own row (output `out`, output `images`)."""
 
 from __future__ import annotations
 
@@ -11,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EnvironmentProblem, InputError
-from ..export.exporter import OUTPUT_NAME, Artifact, read_artifact
+from ..export.exporter import DECODER_INPUT, DECODER_OUTPUT, OUTPUT_NAME, Artifact, read_artifact
 from ..trt.build import BUILD_JSON, EngineArtifact
-from .backends import BACKENDS
+from .backends import BACKENDS, DECODER_BACKENDS, run_decoder
 
 # Defaults per artifact dtype: norm-wise relative error, and the elementwise |a-b| <= atol + rtol*|b| check.
 TOLERANCES = {
@@ -63,14 +66,23 @@ def parse_tolerance(values: tuple[str, ...], name: str) -> dict[str, float]:
     return parsed
 
 
+def _batch(artifact: Artifact) -> int:
+    """The batch verify feeds: the export's opt batch, at least 2 where its range allows (catches batch mix-ups)."""
+    lo, opt, hi = artifact.manifest["spec"]["batch"]
+    return min(hi, max(opt, 2))
+
+
+def _np_dtype(artifact: Artifact) -> type:
+    return np.float16 if artifact.manifest["spec"]["dtype"] == "fp16" else np.float32
+
+
 def make_inputs(artifact: Artifact, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded latents, timesteps spread over 1..999 and labels that include the null (CFG) label."""
     m = artifact.manifest
-    lo, opt, hi = m["spec"]["batch"]
-    batch = min(hi, max(opt, 2))
+    batch = _batch(artifact)
     rng = np.random.default_rng(seed)
     shape = [batch, *m["inputs"]["x"]["shape"][1:]]
-    x = rng.standard_normal(shape).astype(np.float16 if m["spec"]["dtype"] == "fp16" else np.float32)
+    x = rng.standard_normal(shape).astype(_np_dtype(artifact))
     t = np.linspace(1, 999, batch).astype(np.float32)
     classes = m["config"]["num_classes"]
     y = (np.arange(batch) * 7 % max(classes, 1)).astype(np.int64)
@@ -78,12 +90,34 @@ def make_inputs(artifact: Artifact, seed: int = 0) -> dict[str, np.ndarray]:
     return {"x": x, "t": t, "y": y}
 
 
-def polygraphy_command(artifact: Artifact, io_dir: Path, tol: dict[str, float]) -> str:
-    runner = "--onnxrt" if artifact.manifest["spec"]["scan"] == "portable" else "--trt --plugins <libdimexport_trt_plugin.so>"
+def make_decoder_inputs(artifact: Artifact, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded unit-normal latents at the sampler's scale (what a sample ends with), the decoder's only input."""
+    shape = [_batch(artifact), *artifact.manifest["decoder"]["inputs"][DECODER_INPUT]["shape"][1:]]
+    rng = np.random.default_rng([seed, 1])  # not the denoiser's x
+    return {DECODER_INPUT: rng.standard_normal(shape).astype(_np_dtype(artifact))}
+
+
+def tolerances(dtype: str, output: str, atol: dict[str, float] | None = None,
+               rtol: dict[str, float] | None = None) -> dict[str, float]:
+    """The dtype's defaults, overridden by --atol/--rtol given for `output` or for every output ('*')."""
+    tol = dict(TOLERANCES[dtype])
+    for key, given in (("atol", atol or {}), ("rtol", rtol or {})):
+        tol[key] = given.get(output, given.get("*", tol[key]))
+    return tol
+
+
+def polygraphy_command(artifact: Artifact, io_dir: Path, tol: dict[str, float], part: str = "") -> str:
+    """The `polygraphy run` that repeats a check; part 'decoder' (standard ops) checks decoder.onnx in ORT."""
+    if part:
+        model, runner = artifact.decoder_path, "--onnxrt"
+    else:
+        model = artifact.onnx_path
+        runner = "--onnxrt" if artifact.manifest["spec"]["scan"] == "portable" else "--trt --plugins <libdimexport_trt_plugin.so>"
+    tag = f"_{part}" if part else ""
     return (
-        f"polygraphy run {shlex.quote(str(artifact.onnx_path))} {runner} "
-        f"--load-inputs {shlex.quote(str(io_dir / 'inputs.json'))} "
-        f"--load-outputs {shlex.quote(str(io_dir / 'outputs_torch.json'))} --atol {tol['atol']} --rtol {tol['rtol']}"
+        f"polygraphy run {shlex.quote(str(model))} {runner} "
+        f"--load-inputs {shlex.quote(str(io_dir / f'inputs{tag}.json'))} "
+        f"--load-outputs {shlex.quote(str(io_dir / f'outputs{tag}_torch.json'))} --atol {tol['atol']} --rtol {tol['rtol']}"
     )
 
 
@@ -105,9 +139,7 @@ def verify(
         raise InputError(f"--backends must list some of {', '.join(BACKENDS)}; got {','.join(backends) or 'nothing'}")
     artifact = read_artifact(folder)
     dtype = artifact.manifest["spec"]["dtype"]
-    tol = dict(TOLERANCES[dtype])
-    for key, given in (("atol", atol or {}), ("rtol", rtol or {})):
-        tol[key] = given.get(OUTPUT_NAME, given.get("*", tol[key]))
+    tol = tolerances(dtype, OUTPUT_NAME, atol, rtol)
     feeds = make_inputs(artifact, seed)
     outputs = {"torch": BACKENDS["torch"](artifact, feeds, device, engine)}
     for name in backends:
@@ -122,14 +154,27 @@ def verify(
         "inputs": {k: list(v.shape) for k, v in feeds.items()},
         "tolerances": tol,
         "comparisons": [asdict(r) for r in rows],
-        "passed": all(r.passed for r in rows),
     }
     if save_io:
-        report["polygraphy"] = _save_io(Path(save_io), feeds, outputs, artifact, tol)
+        report["polygraphy"] = _save_io(Path(save_io), feeds, outputs, artifact, tol, OUTPUT_NAME)
+    if artifact.decoder_path is not None:
+        dec_tol = tolerances(dtype, DECODER_OUTPUT, atol, rtol)
+        latents = make_decoder_inputs(artifact, seed)
+        images = {name: run_decoder(name, artifact, latents[DECODER_INPUT], device, engine)
+                  for name in ["torch", *(b for b in backends if b in DECODER_BACKENDS and b != "torch")]}
+        dec_rows = [compare(images[n], images["torch"], dec_tol, (DECODER_OUTPUT, n, "torch")) for n in images if n != "torch"]
+        report["comparisons"] += [asdict(r) for r in dec_rows]
+        report["decoder"] = {"inputs": {k: list(v.shape) for k, v in latents.items()}, "tolerances": dec_tol,
+                             "vae": artifact.manifest["decoder"]["vae"]["path"]}
+        if save_io:
+            report["decoder"]["polygraphy"] = _save_io(Path(save_io), latents, images, artifact, dec_tol, DECODER_OUTPUT,
+                                                       "decoder")
+    report["passed"] = all(r["passed"] for r in report["comparisons"])
     return report
 
 
-def _save_io(io_dir: Path, feeds: dict, outputs: dict, artifact: Artifact, tol: dict) -> str:
+def _save_io(io_dir: Path, feeds: dict, outputs: dict, artifact: Artifact, tol: dict, output: str,
+             part: str = "") -> str:
     """Inputs and every backend's outputs in Polygraphy's JSON formats, plus the command that reproduces the check."""
     from polygraphy.logger import G_LOGGER
 
@@ -138,12 +183,13 @@ def _save_io(io_dir: Path, feeds: dict, outputs: dict, artifact: Artifact, tol: 
     from polygraphy.json import save_json
 
     io_dir.mkdir(parents=True, exist_ok=True)
-    save_json([feeds], str(io_dir / "inputs.json"))
+    tag = f"_{part}" if part else ""
+    save_json([feeds], str(io_dir / f"inputs{tag}.json"))
     for name, out in outputs.items():
         results = RunResults()
-        results.append((name, [IterationResult({OUTPUT_NAME: out}, runner_name=name)]))
-        results.save(str(io_dir / f"outputs_{name}.json"))
-    return polygraphy_command(artifact, io_dir, tol)
+        results.append((name, [IterationResult({output: out}, runner_name=name)]))
+        results.save(str(io_dir / f"outputs{tag}_{name}.json"))
+    return polygraphy_command(artifact, io_dir, tol, part)
 
 
 def quick_verify(engine: EngineArtifact, seed: int = 0) -> dict:
@@ -151,9 +197,13 @@ def quick_verify(engine: EngineArtifact, seed: int = 0) -> dict:
     goes into build.json. An engine this process cannot run (e.g. TensorRT-RTX on sm_90) is reported, not raised."""
     try:
         report = verify(engine.folder.parent.parent, ["trt"], seed=seed, device="cuda", engine=engine.folder)
+        metrics = ("rel_l2", "max_abs", "cosine", "psnr_db")
         row = report["comparisons"][0]
         summary = {"ran": True, "passed": report["passed"], "inputs": report["inputs"], "tolerances": report["tolerances"]}
-        summary |= {k: row[k] for k in ("rel_l2", "max_abs", "cosine", "psnr_db")}
+        summary |= {k: row[k] for k in metrics}
+        decoded = [r for r in report["comparisons"] if r["output"] == DECODER_OUTPUT]
+        if decoded:
+            summary["decoder"] = {"passed": decoded[0]["passed"]} | {k: decoded[0][k] for k in metrics}
     except EnvironmentProblem as exc:
         summary = {"ran": False, "passed": None, "reason": str(exc)}
     engine.info["verify"] = summary

@@ -2,7 +2,9 @@
 
 Per-call errors compound over a sampler's steps (and guidance amplifies them), so a backend that passes the
 per-call check can still drift; this is the check a user sees. Pixel samples are compared as images in [-1, 1]
-(PSNR peak 2, the same as 255 on 8-bit images); latent samples against the reference's value range.
+(PSNR peak 2, the same as 255 on 8-bit images); latent samples against the reference's value range. An artifact
+with a VAE decoder also decodes each backend's latents with that backend's decoder (graph: PyTorch's) and compares
+the decoded images, which is what a user of the whole latent pipeline sees.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from ..diffusion.pipeline import sample
 from ..errors import InputError
 from ..export.exporter import read_artifact
+from ..runtime.decoder import Decoder, load_decoder
 from ..runtime.denoiser import Denoiser, OrtDenoiser, TrtDenoiser, torch_denoiser_for
 
 MIN_PSNR_DB = {"fp32": 40.0, "fp16": 30.0, "bf16": 25.0}
@@ -53,13 +56,23 @@ def sample_parity(folder: str | Path, backends: list[str], seed: int = 0, steps:
     cfg = ref_den.cfg
     labels = torch.arange(images) % cfg.num_classes if cfg.num_classes else None
     ref = sample(ref_den, labels, n=images, steps=steps, seed=seed)
+    decoders: dict[str, Decoder] = {}
+    if artifact.decoder_path is not None:
+        decoders["torch"] = load_decoder("torch", artifact, device=device)
+        ref_images = decoders["torch"](ref.samples)
     rows = []
     for name in backends:
         if name == "torch":
             continue
         out = sample(_backend(name, artifact.folder, device, engine), labels, n=images, steps=steps, seed=seed)
         value = sample_psnr(out.samples, ref.samples, cfg.latent_factor == 1)
-        rows.append({"backend": name, "reference": "torch", "psnr_db": value,
-                     "max_abs": float((out.samples - ref.samples).abs().max()), "passed": value >= threshold})
+        row = {"backend": name, "reference": "torch", "psnr_db": value,
+               "max_abs": float((out.samples - ref.samples).abs().max()), "passed": value >= threshold}
+        if decoders:
+            decoder = decoders["torch"] if name == "graph" else load_decoder(name, artifact, engine, device)
+            row["decoded_psnr_db"] = sample_psnr(decoder(out.samples), ref_images, pixels=True)
+            row["decoder"] = decoder.name
+            row["passed"] = row["passed"] and row["decoded_psnr_db"] >= threshold
+        rows.append(row)
     return {"artifact": str(artifact.folder), "model": cfg.id, "dtype": dtype, "settings": ref.settings,
             "min_psnr_db": threshold, "comparisons": rows, "passed": all(r["passed"] for r in rows)}
