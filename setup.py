@@ -3,12 +3,15 @@
 libdimexport_scan.so always has the CPU kernel (a C++17 compiler is all it needs; OpenMP when the compiler has
 it), the CUDA kernel when a CUDA compiler is found (architectures: $CMAKE_CUDA_ARCHITECTURES, else every supported
 one), and the TensorRT plugin libraries come beside it when TensorRT headers are found ($TensorRT_ROOT, an
-installed tensorrt package). Everything lands in dimexport/lib/: the source tree's for editable installs, the
-wheel's otherwise. The CMake build folder, build/native/, is kept so that a reinstall recompiles only what changed.
+installed tensorrt package). When torch is importable at build time (`pip install --no-build-isolation`), the op's
+C++ kernels, libdimexport_torch_ops.so, are built against that torch (dimexport/native_build_args.py). Everything lands
+in dimexport/lib/: the source tree's for editable installs, the wheel's otherwise. The CMake build folder,
+build/native/, is kept so that a reinstall recompiles only what changed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,6 +21,15 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
+OUTPUTS = ("*.so", "*.torch_version")  # the libraries, and the torch version the C++ operator was built for
+
+
+def torch_cmake_args() -> list[str]:
+    """dimexport/native_build_args.py's options, read without importing the package (its dependencies may be absent)."""
+    spec = importlib.util.spec_from_file_location("native_build_args", ROOT / "dimexport" / "native_build_args.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.torch_cmake_args()
 
 
 class BuildNative(build_ext):
@@ -30,7 +42,10 @@ class BuildNative(build_ext):
         editable = self.inplace or getattr(self, "editable_mode", False)
         lib_dir = ROOT / "dimexport" / "lib" if editable else Path(self.build_lib) / "dimexport" / "lib"
         build_dir, stage = ROOT / "build" / "native", ROOT / "build" / "native-install"
-        args = ["-DCMAKE_BUILD_TYPE=Release", "-DDIMEX_BUILD_EXAMPLES=OFF"]
+        # Always all four torch options (empty without torch), so that a cached configuration does not build the C++
+        # operator against a torch this build cannot see.
+        torch_args = torch_cmake_args() or [f"-DDIMEX_TORCH_{k}=" for k in ("INCLUDE_DIRS", "LIBRARY_DIR", "VERSION")]
+        args = ["-DCMAKE_BUILD_TYPE=Release", "-DDIMEX_BUILD_EXAMPLES=OFF", *torch_args]
         for var in ("CMAKE_CUDA_ARCHITECTURES", "TensorRT_ROOT", "TensorRT_INCLUDE_DIR", "DIMEX_CUDA"):
             if os.environ.get(var):
                 args.append(f"-D{var}={os.environ[var]}")
@@ -40,8 +55,10 @@ class BuildNative(build_ext):
         subprocess.check_call([cmake, "--build", str(build_dir), "-j", jobs])
         subprocess.check_call([cmake, "--install", str(build_dir), "--prefix", str(stage)])
         lib_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (p for pattern in OUTPUTS for p in lib_dir.glob(pattern)):
+            stale.unlink()  # e.g. a C++ operator of an earlier build against another torch
         self._outputs = []
-        for built in sorted((stage / "dimexport" / "lib").glob("*.so")):
+        for built in sorted(p for pattern in OUTPUTS for p in (stage / "dimexport" / "lib").glob(pattern)):
             target = lib_dir / built.name
             shutil.copy2(built, target)
             self._outputs.append(str(target))

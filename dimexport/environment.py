@@ -103,4 +103,6 @@ def _scan_library() -> Component:
         cuda = "built without CUDA: CUDA tensors run the slow reference (reinstall where nvcc is found)"
     else:
         cuda = "CUDA kernel on the GPU" if _native.available() else "CUDA kernel (no GPU visible)"
-    return Component("scan_library", True, detail=f"{path}: CPU kernel; {cuda}")
+    problem = _native.torch_ops_problem()
+    calls = "called by the op's C++ kernels" if problem is None else f"called through ctypes ({problem})"
+    return Component("scan_library", True, detail=f"{path}: CPU kernel; {cuda}; {calls}")

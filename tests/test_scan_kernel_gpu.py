@@ -423,7 +423,6 @@ def test_cuda_graph_capture(batch: int, chunks: Optional[int]) -> None:
 
 def test_torch_op_uses_native_kernel() -> None:
     """torch.ops.dimexport.selective_scan on CUDA tensors runs this kernel (bit-identical results)."""
-    _native.register_kernels()
     c = Case(2, 256, 300, 16, 1, torch.bfloat16, True, True, True, True, True, False, seed=9)
     inp = make_inputs(c)
     direct = run_kernel(inp, True, True)

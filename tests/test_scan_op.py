@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
 from dimexport.errors import InputError
-from dimexport.ops import selective_scan
+from dimexport.ops import _native, selective_scan
 from dimexport.ops.oracle import selective_scan_oracle
 
 
@@ -97,11 +99,14 @@ def test_gradients_match_oracle_autograd(scan_inputs):
         (dict(A=torch.zeros(8, 65)), "selective_scan: dstate=65 is outside 1..64"),
     ],
 )
-def test_bad_inputs_are_named(scan_inputs, change, message):
+@pytest.mark.parametrize("python", [False, True], ids=["registered-kernels", "python-kernels"])
+def test_bad_inputs_are_named(scan_inputs, change, message, python):
+    """The same words from the C++ operator's checks (ValueError) and the Python kernels' (InputError, a ValueError)."""
     args = scan_inputs(2, 8, 10)
     args.update(change)
-    with pytest.raises(InputError) as exc:
-        selective_scan(**args)
+    with _native.python_kernels() if python else contextlib.nullcontext():
+        with pytest.raises(InputError if python else ValueError) as exc:
+            selective_scan(**args)
     assert str(exc.value) == message
 
 

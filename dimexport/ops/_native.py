@@ -9,15 +9,18 @@ reference.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import os
 import warnings
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import Tensor
 
-from ..libraries import SCAN_ENV, SCAN_FILE, expected_path, scan_library_path
+from ..libraries import (SCAN_ENV, SCAN_FILE, TORCH_OPS_ENV, TORCH_OPS_FILE, expected_path, scan_library_path,
+                         torch_ops_library_path)
 from ..errors import EnvironmentProblem
 
 ABI_VERSION = 5
@@ -306,6 +309,8 @@ def scan_backward(
 
 def backward_available(u: Tensor, dstate: int) -> bool:
     """Whether scan_backward runs natively for tensors like `u` with `dstate` states."""
+    if _forced_reference:
+        return False
     if u.device.type == "cpu":
         return loads()
     return u.device.type == "cuda" and available() and dstate <= MAX_DSTATE_CUDA_BWD
@@ -326,35 +331,85 @@ def warn_reference(device_type: str) -> None:
                   RuntimeWarning, stacklevel=3)
 
 
-def register_kernels() -> None:
-    """Make the native kernels the CPU and CUDA implementations of torch.ops.dimexport.selective_scan.
+@functools.lru_cache(maxsize=None)
+def torch_ops_problem() -> Optional[str]:
+    """Load the C++ operator kernels (libdimexport_torch_ops.so) once; None when they now serve the op's CPU and CUDA
+    keys, else why not. They need the scan library from dimexport/lib, a build for this torch version, and (with a
+    GPU) the CUDA kernel, because only the Python kernels can fall back to the reference."""
+    if os.environ.get(TORCH_OPS_ENV, "1") == "0":
+        return f"switched off by {TORCH_OPS_ENV}=0"
+    if os.environ.get(SCAN_ENV):
+        return f"{SCAN_ENV} selects another scan library: the op calls it through ctypes"
+    path = torch_ops_library_path()
+    if path is None:
+        return (f"{TORCH_OPS_FILE} not built (torch was not importable when dimexport was built; reinstall with "
+                "`pip install --no-build-isolation -e .`)")
+    built_for = path.with_suffix(".torch_version")
+    version = built_for.read_text().strip() if built_for.is_file() else "an unknown torch"
+    if version != torch.__version__:
+        return (f"{path} was built for torch {version}, this is torch {torch.__version__}; reinstall dimexport "
+                "(`pip install --no-build-isolation -e .`)")
+    if not loads():
+        return "the scan library does not load"
+    if torch.cuda.is_available() and not has_cuda():
+        return "the scan library has no CUDA kernel: CUDA tensors need the Python kernels' reference fallback"
+    try:
+        torch.ops.load_library(str(path))
+    except (OSError, RuntimeError) as exc:
+        return f"cannot load {path}: {exc}"
+    return None
 
-    Each falls back to the pure-torch reference when the library is missing, does not load, or (CUDA) was built
-    without CUDA, with a warning that says so once, so every tensor always works.
-    """
-    from .selective_scan import check_scan_inputs, selective_scan, selective_scan_reference
 
-    def kernel(device_type: str, native: Callable[[], bool], run: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        def impl(
-            u: Tensor,
-            delta: Tensor,
-            A: Tensor,
-            B: Tensor,
-            C: Tensor,
-            D: Optional[Tensor] = None,
-            z: Optional[Tensor] = None,
-            delta_bias: Optional[Tensor] = None,
-            delta_softplus: bool = True,
-            reverse: bool = False,
-        ) -> Tensor:
-            check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
-            if native():
-                return run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+def _python_kernel(device_type: str, native: Callable[[], bool], run: Callable[..., Tensor],
+                   reference: bool = False) -> Callable[..., Tensor]:
+    """The op's kernel for one device type in Python: checks, then the native kernel through ctypes when `native()`
+    (looked up at each call), else the pure-torch reference with a warning that says why (once); `reference`: always
+    the reference, as asked, without a warning."""
+    from .selective_scan import check_scan_inputs, selective_scan_reference
+
+    def impl(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor] = None,
+             z: Optional[Tensor] = None, delta_bias: Optional[Tensor] = None, delta_softplus: bool = True,
+             reverse: bool = False) -> Tensor:
+        check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+        if not reference and native():
+            return run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+        if not reference:
             warn_reference(device_type)
-            return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
 
-        return impl
+    return impl
 
-    # looked up at each call (not bound now), so tests and benchmarks can switch the native path off
-    selective_scan.register_kernel("cuda")(kernel("cuda", lambda: available(), scan_cuda))
-    selective_scan.register_kernel("cpu")(kernel("cpu", lambda: loads(), scan_cpu))
+
+_PYTHON_KERNELS = {"cpu": (lambda: loads(), scan_cpu), "cuda": (lambda: available(), scan_cuda)}
+_forced_reference = 0  # > 0 inside python_kernels(reference=True): the backward differentiates the reference too
+
+
+def register_kernels() -> None:
+    """Give torch.ops.dimexport.selective_scan its CPU and CUDA kernels: the C++ operator's when it loads (no Python on
+    the call path), else Python ones calling the native kernels through ctypes, which fall back to the reference when
+    the library is missing, does not load, or (CUDA) was built without CUDA, so every tensor always works."""
+    if torch_ops_problem() is None:
+        return
+    from .selective_scan import selective_scan
+
+    for device_type, (native, run) in _PYTHON_KERNELS.items():
+        selective_scan.register_kernel(device_type)(_python_kernel(device_type, native, run))
+
+
+@contextlib.contextmanager
+def python_kernels(reference: bool = False) -> Iterator[None]:
+    """Inside the block the op runs Python kernels registered over the current ones (the dispatcher restores those
+    after it): the ctypes path to the native kernels, or with `reference` the pure-torch reference, forward and
+    backward. Tests and benchmarks compare the kernels and their call paths against these."""
+    global _forced_reference
+    lib = torch.library.Library("dimexport", "IMPL")
+    with warnings.catch_warnings():  # "overriding a previously registered kernel" is the point here
+        warnings.simplefilter("ignore")
+        for device_type, (native, run) in _PYTHON_KERNELS.items():
+            lib.impl("selective_scan", _python_kernel(device_type, native, run, reference), device_type.upper())
+    _forced_reference += reference
+    try:
+        yield
+    finally:
+        _forced_reference -= reference
+        lib._destroy()

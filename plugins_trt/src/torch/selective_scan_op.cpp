@@ -1,0 +1,204 @@
+// The CPU and CUDA kernels of torch.ops.dimexport.selective_scan as a C++ PyTorch operator library
+// (libdimexport_torch_ops.so): an eager call goes dispatcher -> these checks -> the kernel of libdimexport_scan.so,
+// with no Python, ctypes or parameter marshalling on the path (issue "Whole-denoiser speed" §2: the op's host cost).
+//
+// The op's schema, autograd formula and fake (meta) function stay in Python (dimexport/ops/selective_scan.py);
+// dimexport/ops/_native.py loads this library after defining the op, only when it was built against the running
+// torch version, and then registers no Python kernels for CPU and CUDA. The checks repeat check_scan_inputs() message
+// for message; they raise ValueError, the base class of the Python path's InputError.
+//
+// Only generic c10 interfaces are used (DeviceGuard, the current stream's native handle), so a CPU-only torch and a
+// CUDA torch build it alike, without CUDA headers or nvcc.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#define DIMEX_SCAN_NO_CUDA  // the header's CUDA-free mode: cudaStream_t as an opaque pointer
+#include "dimexport_scan.h"
+
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+constexpr int64_t kMaxDstate = 64;  // MAX_DSTATE of dimexport/ops/selective_scan.py
+
+// Python's repr of a shape tuple: (2, 3), (5,), ().
+std::string shape_str(c10::IntArrayRef shape) {
+  std::ostringstream s;
+  s << "(";
+  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
+  s << (shape.size() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+// str(torch.dtype): torch.float32, torch.float16, ...
+std::string dtype_str(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "torch.float32";
+    case at::kHalf: return "torch.float16";
+    case at::kBFloat16: return "torch.bfloat16";
+    case at::kDouble: return "torch.float64";
+    case at::kLong: return "torch.int64";
+    case at::kInt: return "torch.int32";
+    case at::kShort: return "torch.int16";
+    case at::kChar: return "torch.int8";
+    case at::kByte: return "torch.uint8";
+    case at::kBool: return "torch.bool";
+    case at::kComplexFloat: return "torch.complex64";
+    case at::kComplexDouble: return "torch.complex128";
+    default: return std::string("torch.") + c10::toString(t);
+  }
+}
+
+bool io_dtype(at::ScalarType t) { return t == at::kFloat || t == at::kHalf || t == at::kBFloat16; }
+
+dimex_dtype abi_dtype(at::ScalarType t) {
+  return t == at::kHalf ? DIMEX_FLOAT16 : t == at::kBFloat16 ? DIMEX_BFLOAT16 : DIMEX_FLOAT32;
+}
+
+// check_scan_inputs() of dimexport/ops/selective_scan.py, the same conditions in the same order and the same words.
+void check_inputs(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
+                  const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias) {
+  TORCH_CHECK_VALUE(u.dim() == 3, "selective_scan: u must be (batch, dim, seqlen), got shape ", shape_str(u.sizes()));
+  const int64_t batch = u.size(0), dim = u.size(1), seqlen = u.size(2);
+  TORCH_CHECK_VALUE(io_dtype(u.scalar_type()), "selective_scan: u has dtype ", dtype_str(u.scalar_type()),
+                    "; use float32, float16 or bfloat16");
+  TORCH_CHECK_VALUE(A.dim() == 2 && A.size(0) == dim, "selective_scan: A must be (dim=", dim,
+                    ", dstate), got shape ", shape_str(A.sizes()));
+  const int64_t dstate = A.size(1);
+  TORCH_CHECK_VALUE(dstate >= 1 && dstate <= kMaxDstate, "selective_scan: dstate=", dstate, " is outside 1..",
+                    kMaxDstate);
+  const std::vector<int64_t> bdl{batch, dim, seqlen};
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"delta", &delta},
+                                {"z", z.has_value() ? &*z : nullptr}}) {
+    if (t == nullptr) continue;
+    TORCH_CHECK_VALUE(t->sizes() == c10::IntArrayRef(bdl) && t->scalar_type() == u.scalar_type(), "selective_scan: ",
+                      name, " must match u: shape ", shape_str(bdl), " dtype ", dtype_str(u.scalar_type()),
+                      ", got shape ", shape_str(t->sizes()), " dtype ", dtype_str(t->scalar_type()));
+  }
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"B", &B}, {"C", &C}}) {
+    TORCH_CHECK_VALUE(t->dim() == 4 && t->size(0) == batch && t->size(2) == dstate && t->size(3) == seqlen,
+                      "selective_scan: ", name, " must be (batch=", batch, ", groups, dstate=", dstate, ", seqlen=",
+                      seqlen, "), got shape ", shape_str(t->sizes()));
+    TORCH_CHECK_VALUE(t->scalar_type() == u.scalar_type(), "selective_scan: ", name, " has dtype ",
+                      dtype_str(t->scalar_type()), "; it must match u (", dtype_str(u.scalar_type()), ")");
+  }
+  const int64_t groups = B.size(1);
+  TORCH_CHECK_VALUE(C.size(1) == groups && groups >= 1 && dim % groups == 0,
+                    "selective_scan: B and C need the same number of groups dividing dim=", dim, ", got ", B.size(1),
+                    " and ", C.size(1));
+  const std::vector<int64_t> a_shape{dim, dstate}, d_shape{dim};
+  for (const auto& [name, t, shape] :
+       {std::tuple<const char*, const Tensor*, const std::vector<int64_t>*>{"A", &A, &a_shape},
+        {"D", D.has_value() ? &*D : nullptr, &d_shape},
+        {"delta_bias", delta_bias.has_value() ? &*delta_bias : nullptr, &d_shape}}) {
+    if (t == nullptr) continue;
+    TORCH_CHECK_VALUE(t->sizes() == c10::IntArrayRef(*shape), "selective_scan: ", name, " must have shape ",
+                      shape_str(*shape), ", got ", shape_str(t->sizes()));
+    TORCH_CHECK_VALUE(t->scalar_type() == at::kFloat, "selective_scan: ", name, " must be float32 (got ",
+                      dtype_str(t->scalar_type()), "); keep it in fp32");
+  }
+  std::set<std::string> devices;
+  for (const Tensor* t : {&u, &delta, &A, &B, &C}) devices.insert(t->device().str());
+  for (const OptTensor* t : {&D, &z, &delta_bias})
+    if (t->has_value()) devices.insert((*t)->device().str());
+  if (devices.size() > 1) {
+    std::ostringstream s;
+    s << "[";
+    for (auto it = devices.begin(); it != devices.end(); ++it) s << (it == devices.begin() ? "'" : ", '") << *it << "'";
+    s << "]";
+    TORCH_CHECK_VALUE(false, "selective_scan: all inputs must be on one device, got ", s.str());
+  }
+}
+
+template <size_t N>
+void copy_strides(const Tensor& t, int64_t (&dst)[N]) {
+  for (size_t i = 0; i < N; ++i) dst[i] = t.stride(static_cast<int64_t>(i));
+}
+
+const float* float_ptr(const OptTensor& t) { return t.has_value() ? t->data_ptr<float>() : nullptr; }
+
+// The ABI's description of one scan (A, D, delta_bias contiguous; every other tensor may have any strides).
+dimex_scan_params make_params(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
+                              const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
+                              bool delta_softplus, bool reverse, const Tensor& out) {
+  dimex_scan_params p{};
+  p.batch = u.size(0);
+  p.dim = u.size(1);
+  p.seqlen = u.size(2);
+  p.dstate = A.size(1);
+  p.ngroups = B.size(1);
+  p.dtype = abi_dtype(u.scalar_type());
+  p.u = u.data_ptr();
+  copy_strides(u, p.u_stride);
+  p.delta = delta.data_ptr();
+  copy_strides(delta, p.delta_stride);
+  p.A = A.data_ptr<float>();
+  p.B = B.data_ptr();
+  copy_strides(B, p.B_stride);
+  p.C = C.data_ptr();
+  copy_strides(C, p.C_stride);
+  p.D = float_ptr(D);
+  if (z.has_value()) {
+    p.z = z->data_ptr();
+    copy_strides(*z, p.z_stride);
+  }
+  p.delta_bias = float_ptr(delta_bias);
+  p.out = out.data_ptr();
+  copy_strides(out, p.out_stride);
+  p.delta_softplus = delta_softplus ? 1 : 0;
+  p.reverse = reverse ? 1 : 0;
+  return p;
+}
+
+OptTensor contiguous(const OptTensor& t) { return t.has_value() ? OptTensor(t->contiguous()) : std::nullopt; }
+
+void check_status(int status, const char* entry) {
+  TORCH_CHECK(status == DIMEX_OK, entry, " failed: ", dimex_status_string(status));
+}
+
+Tensor scan(const Tensor& u, const Tensor& delta, const Tensor& A_in, const Tensor& B, const Tensor& C,
+            const OptTensor& D_in, const OptTensor& z, const OptTensor& delta_bias_in, bool delta_softplus,
+            bool reverse) {
+  check_inputs(u, delta, A_in, B, C, D_in, z, delta_bias_in);
+  const Tensor A = A_in.contiguous();
+  const OptTensor D = contiguous(D_in), delta_bias = contiguous(delta_bias_in);
+  Tensor out = at::empty(u.sizes(), u.options());
+  dimex_scan_params p = make_params(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, out);
+  if (u.device().is_cpu()) {
+    check_status(dimex_selective_scan_fwd_cpu(&p, at::get_num_threads()), "dimex_selective_scan_fwd_cpu");
+    return out;
+  }
+  const c10::DeviceGuard guard(u.device());
+  // The workspace that lets the kernel split the sequence across CTAs, from the caching allocator on the current
+  // stream (graph-safe); it stays alive until the launch is enqueued, the allocator's stream order after that.
+  const size_t nbytes = dimex_selective_scan_workspace_size(&p);
+  Tensor workspace;
+  if (nbytes) {
+    workspace = at::empty({static_cast<int64_t>(nbytes)}, u.options().dtype(at::kByte));
+    p.workspace = workspace.data_ptr();
+    p.workspace_bytes = nbytes;
+  }
+  const c10::impl::VirtualGuardImpl impl(u.device().type());
+  auto stream = static_cast<cudaStream_t>(impl.getStream(u.device()).native_handle());
+  check_status(dimex_selective_scan_fwd(&p, stream), "dimex_selective_scan_fwd");
+  return out;
+}
+
+}  // namespace
+
+// The schema is defined by torch.library.custom_op in Python; these are its kernels for two dispatch keys.
+TORCH_LIBRARY_IMPL(dimexport, CPU, m) { m.impl("selective_scan", &scan); }
+TORCH_LIBRARY_IMPL(dimexport, CUDA, m) { m.impl("selective_scan", &scan); }
