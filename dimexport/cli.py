@@ -233,6 +233,7 @@ def export_cmd(model_id, checkpoint, random_init, seed, resolution, batch, dtype
 @click.option("--fp16", "dtype", flag_value="fp16", help="Export in fp16; the engine is strongly typed from it.")
 @click.option("--bf16", "dtype", flag_value="bf16", help="Export in bf16; the engine is strongly typed from it.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official checkpoint (default: embedded trained weights, else seeded random ones).")
+@click.option("--random-init", is_flag=True, help="Seeded random weights, also for a model that ships trained ones.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
 @click.option("--resolution", type=int, help="Image side in pixels (fixed per engine).")
 @click.option("--batch", default="1:1:8", show_default=True, help="Optimisation profile of the batch, min:opt:max (or N).")
@@ -251,8 +252,8 @@ def export_cmd(model_id, checkpoint, random_init, seed, resolution, batch, dtype
 @click.option("--force", is_flag=True, help="Rebuild the engine even if a matching one exists (the export stays cached).")
 @click.option("--json", "as_json", is_flag=True, help="Print build.json as JSON.")
 @_handle_errors
-def build_cmd(model_id, dtype, checkpoint, seed, resolution, batch, scan, opt_level, timing_cache, workspace_gib,
-              plugin_lib, trt_module, vae, no_verify, out_dir, force, as_json):
+def build_cmd(model_id, dtype, checkpoint, random_init, seed, resolution, batch, scan, opt_level, timing_cache,
+              workspace_gib, plugin_lib, trt_module, vae, no_verify, out_dir, force, as_json):
     """Export (cached), build a TensorRT engine with the scan plugin, and check it against PyTorch."""
     from .configs import get_config
     from .errors import EXIT_VERIFY_FAILED
@@ -260,8 +261,11 @@ def build_cmd(model_id, dtype, checkpoint, seed, resolution, batch, scan, opt_le
     from .trt.build import BuildOptions, build
     from .verify.compare import quick_verify
 
+    if checkpoint and random_init:
+        raise InputError("give either --checkpoint or --random-init, not both")
     cfg = get_config(model_id)
-    spec = ExportSpec(model_id, resolution or cfg.resolution, dtype, scan, parse_batch(batch), checkpoint, seed, vae=vae)
+    spec = ExportSpec(model_id, resolution or cfg.resolution, dtype, scan, parse_batch(batch), checkpoint, seed,
+                      random_init=random_init, vae=vae)
     options = BuildOptions(opt_level, None if timing_cache == "none" else timing_cache, plugin_lib, trt_module, workspace_gib)
     with err_console.status("building") as status:
         engine, reused = build(spec, out_dir, options, force, status=lambda s: status.update(s))

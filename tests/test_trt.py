@@ -124,6 +124,10 @@ def test_compatibility_problems_name_what_differs():
     assert compatibility_problems(build_info(plugin=None), TRT10, "sm_90", None) == []
     assert compatibility_problems(info, TRT10, "sm_90", None) == []  # None: plugin unchecked (engine selection)
     assert rebuild_command(info) == "dimexport build --model dim-l --fp16 --scan plugin --resolution 256 --batch 1:8:32 --seed 0"
+    info["spec"].update(random_init=True, seed=3)  # build takes --random-init as export does
+    assert rebuild_command(info).endswith("--batch 1:8:32 --random-init --seed 3")
+    res = CliRunner().invoke(main, ["build", "--model", "dim-tiny-digits", "--random-init", "--checkpoint", "x.pth"])
+    assert res.exit_code == 2 and "give either --checkpoint or --random-init, not both" in res.output
 
 
 def test_a_dead_build_process_is_reported_with_stage_and_log(tmp_path):

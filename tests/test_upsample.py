@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import torch
 from click.testing import CliRunner
 
@@ -70,3 +72,28 @@ def test_cli_upsample_and_its_errors(tmp_path):
     assert res.exit_code == 2 and "--upsample samples with DPM-Solver (as the official code); drop --sampler ddim" in res.output
     res = run("sample", "--model", "dis-tiny", "--upsample", "2", "--latent-preview")
     assert res.exit_code == 2 and "--upsample follows DiM's Upsample Guidance; dis-tiny is a dis model" in res.output
+
+
+def test_upsample_on_onnx_runtime_opens_the_export_at_the_larger_resolution(tmp_path):
+    """ORT holds one resolution per artifact: --upsample 2 needs the same export at 64 px beside the 32-px one (an exact
+    error says how to make it), then samples what the torch backend samples (3 steps, same seeds)."""
+    out = str(tmp_path / "out")
+    assert run("export", "--model", "dim-tiny-digits", "-o", out).exit_code == 0
+    (base,) = (tmp_path / "out" / "dim-tiny-digits").iterdir()
+    args = ("sample", "--model", "dim-tiny-digits", "--upsample", "2", "--classes", "1,7", "--per-class", "1",
+            "--steps", "3")
+    res = run(*args, "--backend", "ort", "--artifact", str(base), "-o", str(tmp_path / "o.png"))
+    assert res.exit_code == 2
+    command = (f"dimexport export --model dim-tiny-digits --dtype fp32 --scan plugin --resolution 64 --batch 1:1:8 "
+               f"--seed 0 -o {out}")
+    assert " ".join(res.output.split()) == (
+        f"error: artifact {base} holds dim-tiny-digits at 32 px only, and sampling at 64 px (--upsample 2) needs the "
+        f"same export at 64 px beside it in {out}: run `{command}`")
+    assert run(*command.split()[1:]).exit_code == 0
+    res = run(*args, "--backend", "ort", "--artifact", str(base), "-o", str(tmp_path / "o.png"), "--save-npy",
+              str(tmp_path / "ort.npy"), "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["resolution"] == 64
+    assert run(*args, "-o", str(tmp_path / "t.png"), "--save-npy", str(tmp_path / "torch.npy")).exit_code == 0
+    ort, ref = (torch.from_numpy(np.load(tmp_path / f"{n}.npy")) for n in ("ort", "torch"))
+    assert ort.shape == (2, 1, 64, 64) and (ort - ref).abs().max() < 1e-3  # measured 2.1e-4

@@ -283,6 +283,20 @@ class Artifact:
         return self.folder / self.manifest["decoder"]["file"] if self.manifest.get("decoder") else None
 
 
+def spec_command(spec: dict, verb: str = "export") -> str:
+    """The `dimexport export` or `dimexport build` command line that makes an artifact of `spec` (a manifest's spec):
+    what error messages tell the user to run."""
+    lo, opt, hi = spec["batch"]
+    dtype = f"--{spec['dtype']}" if verb == "build" else f"--dtype {spec['dtype']}"
+    if spec["checkpoint"]:
+        weights = f"--checkpoint {spec['checkpoint']}"
+    else:
+        weights = ("--random-init " if spec.get("random_init") else "") + f"--seed {spec['seed']}"
+    vae = f" --vae {spec['vae']}" if spec.get("vae") else ""
+    return (f"dimexport {verb} --model {spec['model_id']} {dtype} --scan {spec['scan']} "
+            f"--resolution {spec['resolution']} --batch {lo}:{opt}:{hi} {weights}{vae}")
+
+
 def read_artifact(folder: str | os.PathLike, verify_hashes: bool = True) -> Artifact:
     """Open an artifact folder, refusing one that is incomplete, altered or written by another format."""
     folder = Path(folder)

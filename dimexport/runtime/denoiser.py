@@ -15,6 +15,7 @@ It says what it runs: `cfg`, `resolution`, `min_batch`/`max_batch`, `dtype` (its
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import Callable
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 from ..configs import ModelConfig
 from ..errors import DimexportError, EnvironmentProblem, InputError
 from ..export import scan_node
-from ..export.exporter import OUTPUT_NAME, Artifact, ExportSpec, build_for_export, read_artifact
+from ..export.exporter import OUTPUT_NAME, Artifact, ExportSpec, build_for_export, read_artifact, spec_command
 from ..models import DTYPES, cast_model, cuda_graphed
 from ..models.checkpoint import load_model
 
@@ -77,9 +78,12 @@ class Denoiser:
         raise NotImplementedError
 
     def at_resolution(self, resolution: int) -> "Denoiser":
-        """The same network at another resolution (training-free upsampling needs both)."""
-        raise InputError(f"the {self.name} backend runs one exported resolution ({self.resolution} px): sample at "
-                         "another resolution with the torch or graph backend")
+        """The same network at another resolution (training-free upsampling needs both). An exported backend holds
+        one resolution per artifact, so it opens the artifact of the same spec at that resolution (sibling_artifact)."""
+        return self._reopen(sibling_artifact(self.artifact, resolution))
+
+    def _reopen(self, artifact: Artifact) -> "Denoiser":
+        raise NotImplementedError
 
 
 class TorchDenoiser(Denoiser):
@@ -212,6 +216,24 @@ def spec_of(artifact: Artifact) -> ExportSpec:
     return ExportSpec(**spec)
 
 
+def sibling_artifact(artifact: Artifact, resolution: int) -> Artifact:
+    """The artifact exported from the same spec (weights, dtype, scan, batch range, VAE) at another resolution, from
+    the same output folder (`dimexport export ... --resolution R` puts it beside this one)."""
+    want = dataclasses.replace(spec_of(artifact), resolution=resolution)
+    for manifest in sorted(artifact.folder.parent.glob("*/manifest.json")):
+        try:
+            found = spec_of(read_artifact(manifest.parent, verify_hashes=False)) == want
+        except (InputError, TypeError, KeyError):  # another format or a broken folder: not the one
+            continue
+        if found:
+            return read_artifact(manifest.parent)
+    here = spec_of(artifact).resolution
+    raise InputError(f"artifact {artifact.folder} holds {want.model_id} at {here} px only, and sampling at {resolution} "
+                     f"px (--upsample {resolution // here}) needs the same export at {resolution} px beside it in "
+                     f"{artifact.folder.parent.parent}: run `{spec_command(dataclasses.asdict(want))} -o "
+                     f"{artifact.folder.parent.parent}`")
+
+
 class OrtDenoiser(Denoiser):
     """An exported artifact in ONNX Runtime: the portable graph as is, the plugin graph with the reference scan
     as an onnxruntime-extensions Python op. One session, made once; batches kept inside the export's range."""
@@ -240,6 +262,9 @@ class OrtDenoiser(Denoiser):
         except Exception as exc:  # ORT raises its own pybind types
             raise DimexportError(f"ONNX Runtime could not load {path}: {str(exc).strip()[:500]}") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def _reopen(self, artifact: Artifact) -> "OrtDenoiser":
+        return OrtDenoiser(artifact)
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         try:
@@ -271,6 +296,9 @@ class TrtDenoiser(Denoiser):
         lo, _, hi = spec.batch  # the engine's optimisation profile is the export's batch range
         super().__init__(spec.config, spec.resolution or spec.config.resolution, spec.dtype, self.engine.device, lo, hi)
         self.cuda_graph = cuda_graph
+
+    def _reopen(self, artifact: Artifact) -> "TrtDenoiser":
+        return TrtDenoiser(artifact, cuda_graph=self.cuda_graph)  # that artifact's newest usable engine
 
     def _forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         feeds = {s.name: v.to(self.engine.device, s.dtype) for s, v in zip(self.engine.inputs, (x, t, y))}

@@ -21,7 +21,7 @@ import torch
 
 from ..libraries import trt_plugin_library_path
 from ..errors import DimexportError, EnvironmentProblem, InputError
-from ..export.exporter import Artifact, file_sha256
+from ..export.exporter import Artifact, file_sha256, spec_command
 from ..trt import api
 from ..trt.build import EngineArtifact, find_engines, read_build
 
@@ -35,12 +35,7 @@ class TensorSpec:
 
 
 def rebuild_command(info: dict) -> str:
-    spec = info["spec"]
-    lo, opt, hi = spec["batch"]
-    weights = f"--checkpoint {spec['checkpoint']}" if spec["checkpoint"] else f"--seed {spec['seed']}"
-    vae = f" --vae {spec['vae']}" if spec.get("vae") else ""
-    return (f"dimexport build --model {spec['model_id']} --{spec['dtype']} --scan {spec['scan']} "
-            f"--resolution {spec['resolution']} --batch {lo}:{opt}:{hi} {weights}{vae}")
+    return spec_command(info["spec"], "build")
 
 
 def compatibility_problems(info: dict, trt: api.TrtInfo, sm: str, plugin_sha: str | None) -> list[str]:
