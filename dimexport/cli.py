@@ -566,11 +566,16 @@ def bench_cmd(model_id, checkpoint, resolution, batch, dtype, device, backends, 
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), help="Default: cuda when a GPU is visible, else cpu.")
 @click.option("--max-steps", type=int, help="Stop after this many more steps (the recipe's total still applies).")
 @click.option("--short", is_flag=True, help="Apply the recipe's `shortened` overrides (a quick run, as CI does).")
+@click.option("--vae", type=click.Path(), help="VAE (diffusers AutoencoderKL folder or SD VAE weights file) that "
+              "encodes an image folder for a latent model, once, into <run folder>/features/ (or the recipe's "
+              "feature_cache); overrides the recipe's vae.")
 @_handle_errors
-def train(recipe_path, out_dir, resume, device, max_steps, short) -> None:
+def train(recipe_path, out_dir, resume, device, max_steps, short, vae) -> None:
     """Train a model from a recipe: AdamW, warm-up, EMA, bf16 on the GPU, checkpoints in the official formats.
 
     Several GPUs or nodes: start it with torchrun (DistributedDataParallel; the recipe's batch is the global one)."""
+    import os
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .train.recipe import Recipe
@@ -579,10 +584,21 @@ def train(recipe_path, out_dir, resume, device, max_steps, short) -> None:
     if max_steps is not None and max_steps < 1:
         raise InputError(f"--max-steps must be >= 1, got {max_steps}")
     recipe = Recipe.load(recipe_path, short=short)
-    trainer = Trainer(recipe, out_dir or f"runs/{recipe.name}", device)
+    if vae:
+        recipe = Recipe.from_dict(dict(recipe.to_dict(), vae=vae), source=recipe_path)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeRemainingColumn())
-    with Progress(*columns, console=err_console, disable=not trainer.ctx.main) as bar:
+    with Progress(*columns, console=err_console, disable=os.environ.get("RANK", "0") != "0") as bar:
+        encoding = []  # the encoding task, once the VAE starts
+
+        def encoded(done: int, total: int) -> None:
+            if not encoding:
+                encoding.append(bar.add_task(f"encoding images with the VAE {recipe.vae}", total=total, info=""))
+            bar.update(encoding[0], completed=done)
+
+        trainer = Trainer(recipe, out_dir or f"runs/{recipe.name}", device, encode_progress=encoded)
+        if trainer.features_path and trainer.ctx.main:
+            bar.console.print(f"features {trainer.features_path}", highlight=False, soft_wrap=True)
         task = bar.add_task(f"training {recipe.model} ({trainer.ctx.device}, {trainer.ctx.world} process(es))",
                             total=recipe.steps, completed=0, info="")
         trainer.progress = lambda rec: bar.update(

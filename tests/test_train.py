@@ -52,7 +52,8 @@ def test_image_folder_loads_and_its_errors(tmp_path):
     cfg = get_config("dim-tiny-digits")
     for c in ("cat", "dog"):
         _png(tmp_path / "ok" / c / "a.png")
-    x, y = load_dataset({"kind": "image_folder", "path": str(tmp_path / "ok")}, cfg, 32)
+    data = load_dataset({"kind": "image_folder", "path": str(tmp_path / "ok")}, cfg, 32)
+    x, y = data.x, data.y
     assert x.shape == (2, 1, 32, 32) and y.tolist() == [0, 1] and torch.allclose(x, torch.full_like(x, 128 / 127.5 - 1), atol=1e-6)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match=r"has no class sub-folders: expected .*/empty/<class>/<image>.png"):
@@ -70,8 +71,9 @@ def test_image_folder_loads_and_its_errors(tmp_path):
 def test_features_load_and_shape_errors(tmp_path):
     cfg = get_config("dim-tiny")  # latent model: 4 x 16 x 16 inputs
     np.savez(tmp_path / "f.npz", x=np.zeros((3, 4, 16, 16), np.float32), y=np.array([0, 1, 2]))
-    x, y = load_dataset({"kind": "features", "path": str(tmp_path / "f.npz")}, cfg, 16)
-    assert x.shape == (3, 4, 16, 16) and y.tolist() == [0, 1, 2]
+    data = load_dataset({"kind": "features", "path": str(tmp_path / "f.npz")}, cfg, 16)
+    x, y = data.x, data.y
+    assert x.shape == (3, 4, 16, 16) and y.tolist() == [0, 1, 2] and not data.moments
     np.savez(tmp_path / "g.npz", x=np.zeros((3, 4, 8, 8), np.float32), y=np.array([0, 1, 2]))
     with pytest.raises(InputError, match=r"the data gives samples of shape \(4, 8, 8\), but dim-tiny at this "
                                          r"resolution takes \(4, 16, 16\)"):

@@ -31,6 +31,8 @@ class Recipe:
     bf16: bool = True  # autocast on CUDA (the CPU trains in fp32)
     resolution: int | None = None  # another resolution than the config's native one
     init_from: str | None = None  # weak-to-strong: a weights file (DiM nnet.pth) or a model id's embedded weights
+    vae: str | None = None  # a latent model on an image folder: the VAE that encodes it (`dimexport train --vae`)
+    feature_cache: str | None = None  # where encoded features are cached (default: <run folder>/features)
     seed: int = 0
     log_every: int = 50
     ckpt_every: int = 1000

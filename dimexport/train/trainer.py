@@ -35,13 +35,14 @@ from ..models import build_model
 from ..models.checkpoint import embedded_weights, load_state, read_state_dict
 from ..models.dim import resize_position_table
 from ..runtime.denoiser import TorchDenoiser
-from .data import load_dataset
+from .data import load_dataset, sample_latents
+from .encode import Progress, cached_features, needs_encoding
 from .recipe import Recipe
 
 LOG_NAME = "train_log.jsonl"
 STATE_NAME = "train_state.pth"  # step, RNG states and the recipe (beside the official files)
 # Recipe keys a resumed run may change without breaking exactness.
-RESUME_FREE = {"name", "steps", "log_every", "ckpt_every", "sample_every", "keep", "shortened"}
+RESUME_FREE = {"name", "steps", "log_every", "ckpt_every", "sample_every", "keep", "shortened", "feature_cache"}
 
 
 @dataclass
@@ -95,14 +96,20 @@ class Trainer:
     """One recipe's run in one output folder; `run()` trains to recipe.steps, resuming when asked."""
 
     def __init__(self, recipe: Recipe, out_dir: str | Path, device: str | None = None,
-                 progress: Callable[[dict], None] | None = None) -> None:
+                 progress: Callable[[dict], None] | None = None, encode_progress: Progress | None = None) -> None:
         self.recipe, self.out, self.progress = recipe, Path(out_dir), progress
         self.ctx = init_distributed(device)
         if recipe.batch % self.ctx.world:
             raise InputError(f"recipe batch {recipe.batch} does not split evenly over {self.ctx.world} processes")
         self.cfg: ModelConfig = get_config(recipe.model)
         self.resolution = recipe.resolution or self.cfg.resolution
-        self.x, self.y = load_dataset(recipe.data, self.cfg, self.cfg.input_shape(1, self.resolution)[-1])
+        side = self.cfg.input_shape(1, self.resolution)[-1]
+        spec, self.features_path = recipe.data, None
+        if needs_encoding(spec, self.cfg, recipe.vae):
+            self.features_path = self._encode(spec, side * self.cfg.latent_factor, encode_progress)
+            spec = {"kind": "features", "path": str(self.features_path)}  # read as any features file
+        data = load_dataset(spec, self.cfg, side)
+        self.x, self.y, self.moments = data.x, data.y, data.moments
         self.schedule = schedule_for(self.cfg)
         self.model = build_model(self.cfg, self.resolution, seed=recipe.seed)
         if recipe.init_from:
@@ -116,6 +123,27 @@ class Trainer:
         if self.ctx.world > 1:
             ids = None if self.ctx.device.type == "cpu" else [self.ctx.device.index]
             self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    def _encode(self, spec: dict, size: int, progress: Progress | None) -> Path:
+        """The image folder's cached features: rank 0 encodes them (or finds them cached) and sends the path to
+        the others; its error reaches every rank, so none waits in a collective."""
+        cache = Path(self.recipe.feature_cache) if self.recipe.feature_cache else self.out / "features"
+        result: Path | Exception | None = None
+        if self.ctx.main:
+            try:
+                result = cached_features(spec, self.cfg, size, self.recipe.vae, cache, self.ctx.device,
+                                         progress=progress)
+            except Exception as exc:
+                if self.ctx.world == 1:
+                    raise
+                result = exc
+        if self.ctx.world > 1:
+            box = [result]
+            dist.broadcast_object_list(box, src=0)
+            result = box[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def _init_from(self, source: str) -> None:
         """Weak-to-strong: start from a lower resolution's weights (DiM's 512 fine-tune starts from the 256 model's
@@ -214,6 +242,8 @@ class Trainer:
         idx = torch.randint(0, len(self.x), (total,), generator=_generator(r.seed, step, 0))
         levels = sample_levels(total, self.schedule.num_timesteps, _generator(r.seed, step, 1))
         x0 = self.x[idx]
+        if self.moments:  # a fresh latent of each image every step, from this step's own generator
+            x0 = sample_latents(x0, _generator(r.seed, step, 4))
         noise = torch.randn(x0.shape, generator=_generator(r.seed, step, 2))
         y = None
         if self.cfg.num_classes:
