@@ -59,6 +59,8 @@ def main() -> None:
                 with FlopCounterMode(display=False) as counter:
                     decode()
                 flops = counter.get_total_flops()
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()  # this row's decode, not the probes before it
                 eager = median_ms(decode, device, reps=20 if device.type == "cuda" else 2)
                 replay = graph_ms(decode) if device.type == "cuda" else eager
                 peak_mib = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0

@@ -414,7 +414,7 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
     from .diffusion.pipeline import parse_classes, sample as run_sample
     from .models.checkpoint import weights_label
     from .runtime.decoder import TorchDecoder, has_decoder, load_decoder
-    from .runtime.denoiser import load_denoiser
+    from .runtime.denoiser import load_denoiser, sibling_artifact
 
     cfg = get_config(model_id)
     if resolution is not None:
@@ -442,8 +442,11 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
                          "or --latent-preview for a preview of the latent channels"
                          + ("; or export the artifact with --vae PATH so that it carries the decoder" if exported else ""))
     den = load_denoiser(backend, model_id, checkpoint, artifact, engine, resolution, device, dtype, seed)
-    if own_decoder:
-        decoder = load_decoder(backend, den.artifact, engine, device)
+    if own_decoder:  # the decoder of the export at the resolution sampled (--upsample: the one at m x beside it)
+        if upsample == "1":
+            decoder = load_decoder(backend, den.artifact, engine, device)
+        else:
+            decoder = load_decoder(backend, sibling_artifact(den.artifact, den.resolution * int(upsample)), None, device)
     if max_batch is not None:
         den.max_batch = min(max_batch, den.max_batch or max_batch)
     labels = torch.tensor([c for c in ids for _ in range(per_class)]) if ids else None

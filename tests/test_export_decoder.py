@@ -87,6 +87,19 @@ def test_sample_through_ort_decodes_with_the_artifacts_decoder(art, tmp_path):
         "with --vae PATH so that it carries the decoder" in " ".join(res.output.split()), res.output
 
 
+def test_upsample_through_ort_decodes_with_the_larger_exports_decoder(art, tmp_path):
+    """--upsample 2 samples 16x16 latents: they are decoded by the decoder of the export at 2x (beside the base one)."""
+    export(dataclasses.replace(ExportSpec(**{**art.manifest["spec"], "batch": (1, 2, 4)}), resolution=2 * RES),
+           art.folder.parent.parent)
+    png = tmp_path / "u.png"
+    res = CliRunner().invoke(main, ["sample", "--model", "dim-tiny", "--backend", "ort", "--artifact", str(art.folder),
+                                    "--upsample", "2", "--classes", "1,2", "--per-class", "2", "--steps", "2",
+                                    "-o", str(png), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["resolution"] == 2 * RES
+    assert Image.open(png).size == (2 * (2 * RES + 2) + 2,) * 2
+
+
 def test_verify_checks_the_decoder_per_call_and_on_decoded_samples(art, tmp_path):
     res = CliRunner().invoke(main, ["verify", str(art.folder), "--sample", "2", "--json", "--save-io", str(tmp_path)])
     assert res.exit_code == 0, res.output
@@ -114,6 +127,18 @@ def test_vae_on_a_pixel_model_exits_2(vae_folder, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_vae_that_does_not_fit_fails_before_any_folder_is_made(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from dimexport.models.vae import SD_VAE_CONFIG
+    from tests.conftest import SMALL_VAE
+
+    AutoencoderKL(**(SD_VAE_CONFIG | SMALL_VAE | {"latent_channels": 8})).save_pretrained(tmp_path / "vae8")
+    with pytest.raises(InputError, match=r"makes 8-channel latents at 1/8 of the image side; dim-tiny needs 4"):
+        export(ExportSpec("dim-tiny", RES, vae=str(tmp_path / "vae8")), tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))  # no scratch folder left
+
+
 def test_a_changed_vae_changes_the_key_and_is_refused_as_reference(art, vae_folder, tmp_path):
     from diffusers import AutoencoderKL
 
@@ -139,6 +164,21 @@ def test_a_changed_vae_changes_the_key_and_is_refused_as_reference(art, vae_fold
     stale.manifest["decoder"]["vae"]["path"] = str(tmp_path / "gone")
     with pytest.raises(InputError, match=r"gone, is gone; restore it there or re-export with --vae PATH"):
         torch_decoder_for(stale)
+
+
+def test_the_same_vae_elsewhere_reuses_the_artifact_and_records_its_new_place(art, vae_folder, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(art.folder.parent.parent, root)
+    shutil.copytree(vae_folder, tmp_path / "copy")
+    spec = ExportSpec(**{**art.manifest["spec"], "batch": tuple(art.manifest["spec"]["batch"]),
+                         "vae": str(tmp_path / "copy")})
+    found, reused = export(spec, root)
+    assert reused and found.folder.name == art.folder.name
+    on_disk = json.loads((found.folder / "manifest.json").read_text())
+    assert on_disk["spec"]["vae"] == on_disk["decoder"]["vae"]["path"] == str(tmp_path / "copy")
+    shutil.rmtree(tmp_path / "copy")  # the reference now loads from the recorded place, which is gone
+    with pytest.raises(InputError, match=r"copy, is gone; restore it there or re-export with --vae PATH"):
+        torch_decoder_for(found)
 
 
 def test_build_plans_the_decoder_engine_beside_the_denoisers(art, tmp_path):

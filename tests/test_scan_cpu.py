@@ -108,6 +108,20 @@ def test_op_dispatches_cpu_tensors_to_the_kernel():
     assert torch.equal(via_op, _native.scan_cpu(**args, delta_softplus=True, reverse=False))
 
 
+def test_cpp_operator_stamp_refuses_another_torch_or_abi(tmp_path):
+    lib = tmp_path / "libdimexport_torch_ops.so"
+    stamp = lib.with_suffix(".torch_version")
+    fix = "reinstall dimexport (`pip install --no-build-isolation -e .`)"
+    assert _native.stamp_problem(lib) == f"{lib} has no build stamp libdimexport_torch_ops.torch_version; {fix}"
+    stamp.write_text(f"2.0.0\nscan ABI {_native.ABI_VERSION}\n")
+    assert _native.stamp_problem(lib) == f"{lib} was built for torch 2.0.0, this is torch {torch.__version__}; {fix}"
+    stamp.write_text(f"{torch.__version__}\nscan ABI 4\n")
+    assert _native.stamp_problem(lib) == (f"{lib} was built for another scan ABI (scan ABI 4; this package needs "
+                                          f"{_native.ABI_VERSION}); {fix}")
+    stamp.write_text(f"{torch.__version__}\nscan ABI {_native.ABI_VERSION}\n")
+    assert _native.stamp_problem(lib) is None
+
+
 def test_cpp_operator_serves_the_op():
     """Where it is built (CI builds it), the C++ operator's kernels serve the op: strided inputs give the bits of the
     ctypes path (Python kernels registered over it), and python_kernels(reference=True) really switches to the

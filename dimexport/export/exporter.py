@@ -31,8 +31,8 @@ from ..cache import keep_failed, publish, reuse, scratch
 from ..configs import ModelConfig, get_config
 from ..errors import EXIT_BUILD_FAILED, DimexportError, InputError
 from ..models import DTYPES, cast_model, example_inputs
-from ..models.checkpoint import embedded_weights, load_model
-from ..models.vae import SCALE, LatentDecoder, load_vae, vae_sha256
+from ..models.checkpoint import embedded_weights, file_sha256, load_model
+from ..models.vae import SCALE, LatentDecoder, diffusers_version, load_vae, vae_sha256
 from . import scan_node
 
 MANIFEST_FORMAT = 1
@@ -113,14 +113,6 @@ def parse_batch(text: str) -> tuple[int, int, int]:
     return tuple(parts)  # type: ignore[return-value]
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _versions() -> dict[str, str]:
     import onnxscript
 
@@ -140,7 +132,8 @@ def export_key(spec: ExportSpec, weights: str, vae: str | None = None) -> str:
         "format": MANIFEST_FORMAT,
     }
     if vae is not None:
-        payload["vae"] = {"sha256": vae, "scale": SCALE, "io": [DECODER_INPUT, DECODER_OUTPUT]}
+        payload["vae"] = {"sha256": vae, "scale": SCALE, "io": [DECODER_INPUT, DECODER_OUTPUT],
+                          "diffusers": diffusers_version()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -319,10 +312,9 @@ def read_artifact(folder: str | os.PathLike, verify_hashes: bool = True) -> Arti
     return Artifact(folder, manifest)
 
 
-def export(
-    spec: ExportSpec, out_dir: str | os.PathLike, force: bool = False, status: Callable[[str], None] = lambda s: None
-) -> tuple[Artifact, bool]:
-    """Export (or reuse) the artifact for `spec` under out_dir/<model-id>/<key>/; returns (artifact, reused)."""
+def artifact_folder(spec: ExportSpec, out_dir: str | os.PathLike) -> tuple[Path, str, str]:
+    """Where the artifact of `spec` lives (out_dir/<model-id>/<scan>-<dtype>-<key[:12]>), its content key and the
+    weights' identity: the one place that names artifact folders (export, and lookups of sibling exports)."""
     if spec.checkpoint and not Path(spec.checkpoint).is_file():
         raise InputError(f"checkpoint {spec.checkpoint!r} does not exist or is not a file")
     if spec.checkpoint:
@@ -333,17 +325,37 @@ def export(
         weights = f"random-init:seed={spec.seed}"
     vae_hash = vae_sha256(spec.vae) if spec.vae else None  # a bad --vae path fails here, before anything is built
     key = export_key(spec, weights, vae_hash)
-    folder = Path(out_dir) / spec.model_id / f"{spec.scan}-{spec.dtype}-{key[:12]}"
+    return Path(out_dir) / spec.model_id / f"{spec.scan}-{spec.dtype}-{key[:12]}", key, weights
+
+
+def _record_vae_path(artifact: Artifact, path: str) -> None:
+    """Point a reused artifact at the VAE where it now is: the key holds the VAE's hash, not its path, so an export
+    with the same files elsewhere reuses the folder, and the PyTorch reference (verify, torch decoding) must load
+    them from the new place."""
+    artifact.manifest["spec"]["vae"] = artifact.manifest["decoder"]["vae"]["path"] = path
+    tmp = artifact.folder / f"manifest.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(artifact.manifest, indent=2))
+    tmp.replace(artifact.folder / "manifest.json")
+
+
+def export(
+    spec: ExportSpec, out_dir: str | os.PathLike, force: bool = False, status: Callable[[str], None] = lambda s: None
+) -> tuple[Artifact, bool]:
+    """Export (or reuse) the artifact for `spec` under out_dir/<model-id>/<key>/; returns (artifact, reused)."""
+    folder, key, weights = artifact_folder(spec, out_dir)
     if (found := reuse(folder, read_artifact, force, status)) is not None:
+        if spec.vae and found.manifest["spec"]["vae"] != spec.vae:  # the same VAE (by hash), now at spec.vae
+            _record_vae_path(found, spec.vae)
         return found, True
+    started = time.perf_counter()
+    # A VAE or checkpoint that does not fit fails here, before a scratch folder exists.
+    decoder = build_decoder_for_export(spec) if spec.vae else None
+    status(f"building {spec.model_id} ({spec.dtype})")
+    model = build_for_export(spec)
     tmp = scratch(folder)
     (tmp / "logs").mkdir()
     log_path = tmp / "logs" / "export.log"
-    started = time.perf_counter()
     with open(log_path, "w") as log:
-        decoder = build_decoder_for_export(spec) if spec.vae else None  # a VAE that does not fit fails first
-        status(f"building {spec.model_id} ({spec.dtype})")
-        model = build_for_export(spec)
         status(f"exporting {spec.model_id} to ONNX ({spec.scan} scan), log: {folder / 'logs' / 'export.log'}")
         with _exporting(spec.model_id, tmp, folder, log):
             _write_onnx(spec, model, tmp, log)
@@ -389,7 +401,7 @@ def export(
         vae_cfg = decoder.vae.config
         manifest["decoder"] = {
             "file": DECODER_FILE,
-            "vae": {"path": spec.vae, "sha256": vae_hash, "block_out_channels": list(vae_cfg.block_out_channels),
+            "vae": {"path": spec.vae, "sha256": vae_sha256(spec.vae), "block_out_channels": list(vae_cfg.block_out_channels),
                     "latent_channels": vae_cfg.latent_channels},
             "scale": SCALE,
             "inputs": {DECODER_INPUT: {"shape": ["batch", *cfg.input_shape(1, spec.resolution)[1:]], "dtype": spec.dtype}},

@@ -101,15 +101,21 @@ def load_checkpoint(model_id: str | ModelConfig, path: str | os.PathLike, resolu
     return load_state(model, state, source=f"checkpoint {os.fspath(path)!r}")
 
 
-def _sha256(path: Path) -> str:
-    stat = path.stat()
-    return _sha256_of(path, stat.st_mtime_ns, stat.st_size)
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes: the one hash behind every content key and check (weights, artifacts, engines, VAEs,
+    images), computed once per version of the file."""
+    stat = Path(path).stat()
+    return _sha256_of(Path(path), stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=None)
 def _sha256_of(path: Path, mtime_ns: int, size: int) -> str:
-    """Hashed once per version of the file (a replaced file has another mtime or size)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """Hashed once per version of the file (a replaced file has another mtime or size), read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def embedded_weights(cfg: ModelConfig) -> Path | None:
@@ -120,7 +126,7 @@ def embedded_weights(cfg: ModelConfig) -> Path | None:
     if not path.is_file():
         raise EnvironmentProblem(f"{cfg.id}'s embedded weights {path} are missing from this install: reinstall "
                                  "dimexport (pip install dimexport, or pip install -e . in a checkout)")
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != cfg.weights_sha256:
         raise CheckpointError(f"{path} has sha256 {digest}, but {cfg.id} pins {cfg.weights_sha256}: the file is "
                               "damaged or was replaced; reinstall dimexport")

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..configs import ModelConfig
 from ..errors import EnvironmentProblem, InputError
-from .checkpoint import _sha256
+from .checkpoint import file_sha256
 
 SCALE = 0.18215
 # The SD VAE's architecture (stabilityai/sd-vae-ft-ema, ft-mse and the SD 1.x VAE share it), for weights files
@@ -62,11 +62,20 @@ def vae_sha256(path: str | Path) -> str:
     cache key that includes it changes whenever the VAE does, wherever it is stored."""
     files = vae_files(path)
     if len(files) == 1 and files[0] == Path(path):
-        return _sha256(files[0])
+        return file_sha256(files[0])
     h = hashlib.sha256()
     for f in files:
-        h.update(f"{f.name}\0{_sha256(f)}\n".encode())
+        h.update(f"{f.name}\0{file_sha256(f)}\n".encode())
     return h.hexdigest()
+
+
+def diffusers_version() -> str:
+    """The diffusers version whose AutoencoderKL code runs the VAE: part of every cache key made from its outputs."""
+    try:
+        import diffusers
+    except ImportError:
+        return "not installed"
+    return diffusers.__version__
 
 
 def load_vae(path: str | Path, cfg: ModelConfig) -> nn.Module:

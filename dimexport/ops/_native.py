@@ -14,6 +14,7 @@ import ctypes
 import functools
 import os
 import warnings
+from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -344,11 +345,9 @@ def torch_ops_problem() -> Optional[str]:
     if path is None:
         return (f"{TORCH_OPS_FILE} not built (torch was not importable when dimexport was built; reinstall with "
                 "`pip install --no-build-isolation -e .`)")
-    built_for = path.with_suffix(".torch_version")
-    version = built_for.read_text().strip() if built_for.is_file() else "an unknown torch"
-    if version != torch.__version__:
-        return (f"{path} was built for torch {version}, this is torch {torch.__version__}; reinstall dimexport "
-                "(`pip install --no-build-isolation -e .`)")
+    stale = stamp_problem(path)
+    if stale is not None:
+        return stale
     if not loads():
         return "the scan library does not load"
     if torch.cuda.is_available() and not has_cuda():
@@ -357,6 +356,21 @@ def torch_ops_problem() -> Optional[str]:
         torch.ops.load_library(str(path))
     except (OSError, RuntimeError) as exc:
         return f"cannot load {path}: {exc}"
+    return None
+
+
+def stamp_problem(path: Path) -> Optional[str]:
+    """Why the C++ operator at `path` must not be loaded here, from the stamp its build wrote beside it ("<torch
+    version>\nscan ABI <n>"): another torch (C++ ABI) or another scan ABI (parameter struct); None when it fits."""
+    stamp = path.with_suffix(".torch_version")
+    fix = "reinstall dimexport (`pip install --no-build-isolation -e .`)"
+    if not stamp.is_file():
+        return f"{path} has no build stamp {stamp.name}; {fix}"
+    version, abi = (stamp.read_text().splitlines() + ["", ""])[:2]
+    if version != torch.__version__:
+        return f"{path} was built for torch {version}, this is torch {torch.__version__}; {fix}"
+    if abi != f"scan ABI {ABI_VERSION}":
+        return f"{path} was built for another scan ABI ({abi or 'unknown'}; this package needs {ABI_VERSION}); {fix}"
     return None
 
 

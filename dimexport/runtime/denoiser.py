@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from ..configs import ModelConfig
 from ..errors import DimexportError, EnvironmentProblem, InputError
 from ..export import scan_node
-from ..export.exporter import OUTPUT_NAME, Artifact, ExportSpec, build_for_export, read_artifact, spec_command
+from ..export.exporter import (OUTPUT_NAME, Artifact, ExportSpec, artifact_folder, build_for_export, read_artifact,
+                                spec_command)
 from ..models import DTYPES, cast_model, cuda_graphed
 from ..models.checkpoint import load_model
 
@@ -220,18 +221,14 @@ def sibling_artifact(artifact: Artifact, resolution: int) -> Artifact:
     """The artifact exported from the same spec (weights, dtype, scan, batch range, VAE) at another resolution, from
     the same output folder (`dimexport export ... --resolution R` puts it beside this one)."""
     want = dataclasses.replace(spec_of(artifact), resolution=resolution)
-    for manifest in sorted(artifact.folder.parent.glob("*/manifest.json")):
-        try:
-            found = spec_of(read_artifact(manifest.parent, verify_hashes=False)) == want
-        except (InputError, TypeError, KeyError):  # another format or a broken folder: not the one
-            continue
-        if found:
-            return read_artifact(manifest.parent)
+    root = artifact.folder.parent.parent
+    folder = artifact_folder(want, root)[0]  # by content key: the same weights, versions and VAE as well
+    if folder.is_dir():
+        return read_artifact(folder)
     here = spec_of(artifact).resolution
     raise InputError(f"artifact {artifact.folder} holds {want.model_id} at {here} px only, and sampling at {resolution} "
                      f"px (--upsample {resolution // here}) needs the same export at {resolution} px beside it in "
-                     f"{artifact.folder.parent.parent}: run `{spec_command(dataclasses.asdict(want))} -o "
-                     f"{artifact.folder.parent.parent}`")
+                     f"{root}: run `{spec_command(dataclasses.asdict(want))} -o {root}`")
 
 
 class OrtDenoiser(Denoiser):

@@ -11,8 +11,9 @@ then bicubic resize; ADM's `center_crop_arr`, which U-ViT uses, box-downsamples 
 The cache is a content-addressed folder `<cache>/<key>/` (`features.npz` with arrays `moments` (N, 2C, h, w) and
 `y`, and `manifest.json`), written through cache.py's scratch-and-rename like export artifacts, so an interrupted
 encoding never leaves a half entry that a later run would take. The key hashes the format version below, every
-image's class folder, name, class id and bytes, the pixel resolution, the flip and the VAE's weights hash: a second
-run reuses it, any change encodes again. Training then reads `features.npz` as `data.kind: features` data.
+image's class folder, name, class id and bytes, the pixel resolution, the flip, the VAE's weights hash and the
+diffusers and Pillow versions (the code that encodes and resizes): a second run reuses it, any change encodes again.
+Training then reads `features.npz` as `data.kind: features` data.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from .. import __version__
 from ..cache import publish, reuse, scratch
 from ..configs import ModelConfig
 from ..errors import InputError
-from ..models.checkpoint import _sha256
-from ..models.vae import load_vae, vae_sha256
+from ..models.checkpoint import file_sha256
+from ..models.vae import diffusers_version, load_vae, vae_sha256
 from .data import image_files, load_image
 
 # Bump when what is stored or how images are preprocessed changes: old cache entries then stop matching.
@@ -60,9 +61,12 @@ def feature_key(root: str | Path, size: int, vae_hash: str, flip: bool) -> str:
     """sha256 of everything the features depend on (the module docstring lists it); the image bytes are hashed
     once per file version within a process."""
     _, files = image_files(root)
-    h = hashlib.sha256(f"dimexport-features {FEATURE_FORMAT}\0size {size}\0flip {flip}\0vae {vae_hash}\n".encode())
+    import PIL
+
+    h = hashlib.sha256(f"dimexport-features {FEATURE_FORMAT}\0size {size}\0flip {flip}\0vae {vae_hash}\0diffusers "
+                       f"{diffusers_version()}\0pillow {PIL.__version__}\n".encode())
     for path, label in files:
-        h.update(f"{path.parent.name}/{path.name}\0{label}\0{_sha256(path)}\n".encode())
+        h.update(f"{path.parent.name}/{path.name}\0{label}\0{file_sha256(path)}\n".encode())
     return h.hexdigest()
 
 

@@ -5,7 +5,8 @@
 // The op's schema, autograd formula and fake (meta) function stay in Python (dimexport/ops/selective_scan.py);
 // dimexport/ops/_native.py loads this library after defining the op, only when it was built against the running
 // torch version, and then registers no Python kernels for CPU and CUDA. The checks repeat check_scan_inputs() message
-// for message; they raise ValueError, the base class of the Python path's InputError.
+// for message; they raise ValueError, the base class of the Python path's InputError (the CLI validates its inputs
+// before any model runs, so its exit codes do not depend on which path raised).
 //
 // Only generic c10 interfaces are used (DeviceGuard, the current stream's native handle), so a CPU-only torch and a
 // CUDA torch build it alike, without CUDA headers or nvcc.
@@ -18,6 +19,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cctype>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -56,9 +58,14 @@ std::string dtype_str(at::ScalarType t) {
     case at::kChar: return "torch.int8";
     case at::kByte: return "torch.uint8";
     case at::kBool: return "torch.bool";
+    case at::kComplexHalf: return "torch.complex32";
     case at::kComplexFloat: return "torch.complex64";
     case at::kComplexDouble: return "torch.complex128";
-    default: return std::string("torch.") + c10::toString(t);
+    default: {  // the rest are c10's names lower-cased: Float8_e4m3fn, UInt16, QInt8, Bits8, ...
+      std::string name = c10::toString(t);
+      std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+      return "torch." + name;
+    }
   }
 }
 
@@ -169,9 +176,19 @@ void check_status(int status, const char* entry) {
   TORCH_CHECK(status == DIMEX_OK, entry, " failed: ", dimex_status_string(status));
 }
 
+// The library beside this one must implement the ABI it was compiled against (a stale copy would read the parameter
+// struct wrongly); checked once, at the first call.
+void check_library_abi() {
+  static const int found = dimex_scan_abi_version();
+  TORCH_CHECK(found == DIMEX_SCAN_ABI_VERSION, "libdimexport_scan.so implements scan ABI version ", found,
+              ", libdimexport_torch_ops.so was built for version ", DIMEX_SCAN_ABI_VERSION,
+              "; reinstall dimexport (`pip install --no-build-isolation -e .`)");
+}
+
 Tensor scan(const Tensor& u, const Tensor& delta, const Tensor& A_in, const Tensor& B, const Tensor& C,
             const OptTensor& D_in, const OptTensor& z, const OptTensor& delta_bias_in, bool delta_softplus,
             bool reverse) {
+  check_library_abi();
   check_inputs(u, delta, A_in, B, C, D_in, z, delta_bias_in);
   const Tensor A = A_in.contiguous();
   const OptTensor D = contiguous(D_in), delta_bias = contiguous(delta_bias_in);
