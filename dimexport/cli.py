@@ -381,7 +381,7 @@ def verify(artifact, backends, atol, rtol, seed, device, save_io, engine, sample
 @click.option("--seed", default=0, show_default=True, help="Seed of the noise (and of the random weights).")
 @click.option("--resolution", type=int, help="Image side in pixels (default: native; ort/trt: the artifact's).")
 @click.option("--upsample", type=click.Choice(["1", "2", "3"]), default="1", show_default=True,
-              help="Sample at 2x or 3x the resolution without training (DiM's Upsample Guidance; torch/graph).")
+              help="Sample at 2x or 3x the resolution without training (DiM's Upsample Guidance; ort/trt: the same export at that resolution beside the artifact).")
 @click.option("--upsample-guidance", "theta", type=float, default=1.0, show_default=True,
               help="Weight of the Upsample Guidance correction (0: plain sampling at the larger grid).")
 @click.option("--device", default="cpu", show_default=True, help="Device of the torch/graph backend and the sampler.")
@@ -616,6 +616,34 @@ def train(recipe_path, out_dir, resume, device, max_steps, short, vae) -> None:
         console.print(f"step {trainer.step}/{recipe.steps}; log {trainer.out / LOG_NAME}, loss curve "
                       f"{trainer.out / 'loss.png'}; weights {trainer.weights_path() if last else 'not saved'}",
                       highlight=False, soft_wrap=True)
+
+
+@main.command("serve", epilog=EPILOG)
+@click.option("--model", "model_id", required=True, help="Model id (see `dimexport models`).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official checkpoint (torch/graph; default: embedded trained weights, else seeded random ones).")
+@click.option("--backend", type=click.Choice(["torch", "graph", "ort", "trt"]), default="torch", show_default=True,
+              help="The denoiser behind the server (see `dimexport sample`).")
+@click.option("--artifact", type=click.Path(file_okay=False), help="Exported artifact folder (ort, trt).")
+@click.option("--engine", type=click.Path(), help="Engine folder (trt; default: the artifact's newest usable one).")
+@click.option("--device", default="cpu", show_default=True, help="Device of the torch/graph backend.")
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True, help="torch/graph backend dtype.")
+@click.option("--http-port", default=8000, show_default=True)
+@click.option("--grpc-port", default=8001, show_default=True)
+@click.option("--metrics-port", default=8002, show_default=True)
+@click.option("--queue-delay-us", default=2000, show_default=True, help="How long Triton's dynamic batcher waits to fill a denoiser batch.")
+@_handle_errors
+def serve_cmd(model_id, checkpoint, backend, artifact, engine, device, dtype, http_port, grpc_port, metrics_port,
+              queue_delay_us) -> None:
+    """Serve the model through NVIDIA Triton (PyTriton): <model> (one denoiser call, dynamically batched) and, for
+    pixel models, <model>-sample (class id, seed [, steps, guidance] -> image). Runs until interrupted."""
+    from .runtime.denoiser import load_denoiser
+    from .serve import ServeConfig, serve
+
+    den = load_denoiser(backend, model_id, checkpoint, artifact, engine, None, device, dtype)
+    err_console.print(f"serving {den.cfg.id} ({den.name}, {den.dtype}, {den.device}) on http :{http_port}, "
+                      f"grpc :{grpc_port}, metrics :{metrics_port}", highlight=False)
+    serve(den, ServeConfig(http_port, grpc_port, metrics_port, queue_delay_us))
+
 
 if __name__ == "__main__":
     main()

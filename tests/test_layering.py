@@ -18,7 +18,7 @@ LAYERS = [
     {"trt"},
     {"runtime"},
     {"diffusion"},
-    {"verify", "train"},
+    {"verify", "train", "serve"},
     {"environment", "cli"},
 ]
 
