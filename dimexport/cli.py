@@ -43,6 +43,23 @@ def _handle_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def _denoiser_options(fn: Callable) -> Callable:
+    """--model, --checkpoint, --backend, --artifact, --engine: which denoiser a command runs (sample, serve)."""
+    options = [
+        click.option("--model", "model_id", required=True, help="Model id (see `dimexport models`)."),
+        click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official checkpoint (torch/graph; default: "
+                     "embedded trained weights, else seeded random ones)."),
+        click.option("--backend", type=click.Choice(["torch", "graph", "ort", "trt"]), default="torch",
+                     show_default=True, help="torch: eager PyTorch; graph: PyTorch replayed from CUDA graphs; "
+                     "ort/trt: an exported artifact."),
+        click.option("--artifact", type=click.Path(file_okay=False), help="Exported artifact folder (ort, trt)."),
+        click.option("--engine", type=click.Path(), help="Engine folder (trt; default: the artifact's newest usable one)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dimexport")
 def main() -> None:
@@ -366,12 +383,7 @@ def verify(artifact, backends, atol, rtol, seed, device, save_io, engine, sample
 
 
 @main.command(epilog=EPILOG)
-@click.option("--model", "model_id", required=True, help="Model id (see `dimexport models`).")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official checkpoint (torch/graph; default: embedded trained weights, else seeded random ones).")
-@click.option("--backend", type=click.Choice(["torch", "graph", "ort", "trt"]), default="torch", show_default=True,
-              help="torch: eager PyTorch; graph: PyTorch replayed from CUDA graphs; ort/trt: an exported artifact.")
-@click.option("--artifact", type=click.Path(file_okay=False), help="Exported artifact folder (ort, trt).")
-@click.option("--engine", type=click.Path(), help="Engine folder (trt; default: the artifact's newest usable one).")
+@_denoiser_options
 @click.option("--classes", default="0-9", show_default=True, help="Class ids: ranges and lists, e.g. 0-9 or 1,3,5.")
 @click.option("--per-class", default=8, show_default=True, help="Images per class (one grid row per class).")
 @click.option("--sampler", type=click.Choice(SAMPLERS),
@@ -619,12 +631,7 @@ def train(recipe_path, out_dir, resume, device, max_steps, short, vae) -> None:
 
 
 @main.command("serve", epilog=EPILOG)
-@click.option("--model", "model_id", required=True, help="Model id (see `dimexport models`).")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official checkpoint (torch/graph; default: embedded trained weights, else seeded random ones).")
-@click.option("--backend", type=click.Choice(["torch", "graph", "ort", "trt"]), default="torch", show_default=True,
-              help="The denoiser behind the server (see `dimexport sample`).")
-@click.option("--artifact", type=click.Path(file_okay=False), help="Exported artifact folder (ort, trt).")
-@click.option("--engine", type=click.Path(), help="Engine folder (trt; default: the artifact's newest usable one).")
+@_denoiser_options
 @click.option("--device", default="cpu", show_default=True, help="Device of the torch/graph backend.")
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True, help="torch/graph backend dtype.")
 @click.option("--http-port", default=8000, show_default=True)
