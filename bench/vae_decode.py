@@ -1,5 +1,5 @@
 """Time of the SD VAE's decoder on the GPU (issue "Beyond the trained resolution" §2): the full-width AutoencoderKL of
-dimexport.diffusion.vae (random weights: time does not depend on them) decoding batch-8 latents of 256^2 and 512^2
+dimexport.models.vae (random weights: time does not depend on them) decoding batch-8 latents of 256^2 and 512^2
 images, eager and as a CUDA graph, fp32 (TF32 off) / fp16 / bf16; CUDA events after warm-up, median of 20 calls, and a
 FLOP count (torch.utils.flop_counter) so each number stands beside its compute floor at the GEMM peak measured here.
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dimexport.diffusion.vae import SCALE, SD_VAE_CONFIG  # noqa: E402
+from dimexport.models.vae import SCALE, SD_VAE_CONFIG  # noqa: E402
 from dimexport.verify.speed import environment, time_calls  # noqa: E402
 from profile_layer import gemm_peak, graph_ms  # noqa: E402
 

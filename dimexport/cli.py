@@ -445,7 +445,7 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
     if cfg.latent_factor == 1 and (vae or latent_preview):
         raise InputError(f"{cfg.id} samples pixels: drop --vae / --latent-preview")
     if cfg.latent_factor > 1 and vae:
-        from .diffusion.vae import load_vae
+        from .models.vae import load_vae
 
         decoder = TorchDecoder(load_vae(vae, cfg), device)
     elif cfg.latent_factor > 1 and not (latent_preview or own_decoder):

@@ -17,12 +17,11 @@ from PIL import Image
 
 from dimexport.cli import main
 from dimexport.configs import get_config
-from dimexport.diffusion.vae import decode, load_vae
 from dimexport.errors import InputError
 from dimexport.export.exporter import Artifact, ExportSpec, export, export_key, file_sha256
-from dimexport.models.vae import vae_sha256
+from dimexport.models.vae import load_vae, vae_sha256
 from dimexport.runtime import OrtDecoder, load_decoder
-from dimexport.runtime.decoder import torch_decoder_for
+from dimexport.runtime.decoder import TorchDecoder, torch_decoder_for
 from dimexport.trt import api
 from dimexport.trt.build import BuildOptions, make_job, read_build
 
@@ -57,7 +56,7 @@ def test_export_writes_the_decoder_into_the_artifact(art, vae_folder):
 def test_ort_decoder_matches_the_torch_vae(art, vae_folder):
     z = torch.randn(5, 4, 8, 8, generator=torch.Generator().manual_seed(3))  # 5 > max batch 4: split into 4 + 1
     ort_images = OrtDecoder(art)(z)
-    ref = decode(load_vae(vae_folder, get_config("dim-tiny")), z)  # what `sample --vae` shows
+    ref = TorchDecoder(load_vae(vae_folder, get_config("dim-tiny")))(z)  # what `sample --vae` shows
     assert ort_images.shape == (5, 3, RES, RES) and ort_images.dtype == torch.float32
     err = float((ort_images - ref).abs().max())
     print(f"decoder ORT vs torch, fp32: max abs {err:.2e}")

@@ -13,7 +13,8 @@ from PIL import Image
 
 from dimexport.cli import main
 from dimexport.configs import get_config
-from dimexport.diffusion.vae import SCALE, decode, load_vae
+from dimexport.models.vae import SCALE, load_vae
+from dimexport.runtime.decoder import TorchDecoder
 from dimexport.errors import InputError
 
 # vae_folder (tests/conftest.py): a randomly initialised width-shrunk SD VAE
@@ -22,7 +23,7 @@ from dimexport.errors import InputError
 def test_decode_is_the_vae_of_the_unscaled_latents(vae_folder):
     vae = load_vae(vae_folder, get_config("dim-tiny"))
     z = torch.randn(3, 4, 16, 16)
-    images = decode(vae, z, batch=2)
+    images = TorchDecoder(vae, max_batch=2)(z)
     assert images.shape == (3, 3, 128, 128) and images.abs().max() <= 1
     with torch.no_grad():
         want = vae.decode(z / SCALE).sample.clamp(-1, 1)
