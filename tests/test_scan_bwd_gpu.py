@@ -17,6 +17,7 @@ import torch
 from dimexport.libraries import scan_library_path
 from dimexport.ops import _native, selective_scan
 from dimexport.ops.oracle import selective_scan_oracle
+from dimexport.ops.testing import token_major_views
 
 pytestmark = [
     pytest.mark.gpu,
@@ -86,11 +87,7 @@ def test_strided_views_give_the_same_bits_and_repeats_are_identical():
     """Token-major (B, L, D) tensors seen as (B, D, L), B/C as (B, L, G, N) views; a second run gives the same bits
     (deterministic reductions, no atomics)."""
     args = cuda_inputs(2, 48, 300, 16, 2, torch.float16, seed=7)
-    views = dict(args)
-    for k in ("u", "delta", "z"):
-        views[k] = args[k].transpose(1, 2).contiguous().transpose(1, 2)
-    for k in ("B", "C"):
-        views[k] = args[k].permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+    views = token_major_views(args)
     go = torch.randn(2, 300, 48, device="cuda", dtype=torch.float16).transpose(1, 2)
     first = _native.scan_backward(go, **args, delta_softplus=True, reverse=False)
     for run in (_native.scan_backward(go, **views, delta_softplus=True, reverse=False),

@@ -14,6 +14,7 @@ import torch
 
 from dimexport.ops import _native, selective_scan, selective_scan_reference
 from dimexport.ops.oracle import selective_scan_oracle
+from dimexport.ops.testing import token_major_views
 
 if not _native.loads():
     if os.environ.get("CI"):
@@ -92,11 +93,7 @@ def test_threads_do_not_change_a_bit(dtype, reverse):
 def test_strided_views_and_written_in_place():
     """Token-major (B, L, D) tensors seen as (B, D, L) views, B/C as (B, L, G, N) views, and an `out` view."""
     args = inputs(2, 24, 150, 16, 2, torch.float32, seed=7)
-    views = dict(args)
-    for k in ("u", "delta", "z"):
-        views[k] = args[k].transpose(1, 2).contiguous().transpose(1, 2)
-    for k in ("B", "C"):
-        views[k] = args[k].permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+    views = token_major_views(args)
     out = torch.full((2, 150, 24), float("nan")).transpose(1, 2)
     _native.scan_cpu(**views, delta_softplus=True, reverse=True, out=out)
     torch.testing.assert_close(out, _native.scan_cpu(**args, delta_softplus=True, reverse=True), rtol=0, atol=0)
@@ -132,7 +129,7 @@ def test_cpp_operator_serves_the_op():
             raise RuntimeError(f"CI must test the C++ operator: {problem}")
         pytest.skip(problem)
     args = inputs(2, 24, 150, 16, 2, torch.float16, seed=5)
-    args.update(u=args["u"].transpose(1, 2).contiguous().transpose(1, 2), B=args["B"].transpose(2, 3).contiguous().transpose(2, 3))
+    args = token_major_views(args)
     flags = dict(delta_softplus=True, reverse=True)
     cpp = selective_scan(**args, **flags)
     with _native.python_kernels():

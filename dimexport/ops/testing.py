@@ -25,3 +25,14 @@ def realistic_scan_inputs(
         B=io(rnd(batch, groups, dstate, seqlen)), C=io(rnd(batch, groups, dstate, seqlen)),
         D=rnd(dim), z=io(rnd(batch, dim, seqlen)) if with_z else None, delta_bias=bias,
     )
+
+
+def token_major_views(args: dict) -> dict:
+    """The same inputs as the layouts a model hands the op: u, delta, z stored token-major (B, L, D) and seen as
+    (B, D, L); B, C stored (B, L, G, N) and seen as (B, G, N, L). Equal values, other strides."""
+    views = dict(args)
+    for k in ("u", "delta", "z"):
+        views[k] = args[k].transpose(1, 2).contiguous().transpose(1, 2)
+    for k in ("B", "C"):
+        views[k] = args[k].permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+    return views
