@@ -27,20 +27,15 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from dimexport.models import cuda_graphed  # noqa: E402
 from dimexport.models.checkpoint import load_model  # noqa: E402
 from dimexport.verify.speed import environment, time_calls  # noqa: E402
+from scan import copy_bandwidth  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LAYER_RANGE = "dimexport::profiled_layer"
-
-
-def copy_bandwidth(device: torch.device) -> float:
-    """Bytes/s of a 1 GiB copy (read + write counted; 64 MiB on the CPU), measured in this run."""
-    a = torch.empty(2**29 if device.type == "cuda" else 2**25, dtype=torch.float16, device=device)
-    b = torch.empty_like(a)
-    ms = statistics.median(time_calls(lambda: b.copy_(a), device, 3, 10))
-    return 2 * a.numel() * 2 / (ms * 1e-3)
 
 
 def gemm_peak(dtype: torch.dtype, device: torch.device) -> float:
@@ -146,19 +141,11 @@ def profile_layer(model, x, t, y, layer: int, bw: float, peak: float) -> dict:
                 forward_gpu_us=round(total_forward_us, 1))
 
 
-@torch.inference_mode()
-def graph_ms(fn) -> float:
-    """Median replay time of fn captured in a CUDA graph (warmed up on a side stream, as capture requires)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return statistics.median(time_calls(graph.replay, torch.device("cuda"), 3, 20))
+def graph_ms(model, inputs: tuple) -> float:
+    """Median time of model(*inputs) as the graph backend runs it (dimexport.models.cuda_graphed: the inputs copied
+    into the captured graph, then its replay)."""
+    replay = cuda_graphed(model, inputs)
+    return statistics.median(time_calls(lambda: replay(*inputs), torch.device("cuda"), 3, 20))
 
 
 def _descendants(e):
@@ -187,7 +174,8 @@ def main() -> None:
     model = load_model(args.model, resolution=args.resolution).to(device, dtype).eval()
     layer = args.layer if args.layer is not None else next(
         i for i, b in enumerate(model.transformer_blocks) if b.skip_linear is not None)
-    bw, peak = copy_bandwidth(device), gemm_peak(dtype, device)
+    bw = copy_bandwidth(1 << 30 if device.type == "cuda" else 1 << 26, device=device.type)
+    peak = gemm_peak(dtype, device)
     report = dict(environment=environment(device), model=args.model, resolution=args.resolution,
                   dtype=args.dtype, layer=layer, depth=len(model.transformer_blocks),
                   copy_bandwidth_gbs=round(bw / 1e9), gemm_peak_tflops=round(peak / 1e12, 1), batches=[])
@@ -201,7 +189,7 @@ def main() -> None:
             eager = statistics.median(time_calls(lambda: model(x, t, y), device, 3, 10))
         prof.update(batch=batch, eager_ms=round(eager, 2), graph_ms=None)
         if device.type == "cuda":
-            prof["graph_ms"] = round(graph_ms(lambda: model(x, t, y)), 2)
+            prof["graph_ms"] = round(graph_ms(model, (x, t, y)), 2)
         report["batches"].append(prof)
         print(json.dumps({k: v for k, v in prof.items() if k != "rows"}), flush=True)
         for r in prof["rows"][:12]:

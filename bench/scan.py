@@ -49,21 +49,15 @@ CHUNKS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 CHUNK_SPLITS = (None, 2, 4)
 
 
-def copy_bandwidth(nbytes: int = 1 << 30, reps: int = 10) -> float:
-    """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
-    x = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").uniform_()
+def copy_bandwidth(nbytes: int = 1 << 30, reps: int = 10, device: str = "cuda") -> float:
+    """Copy bandwidth of `device` in bytes/s, counting bytes read plus bytes written (median of `reps` copies after
+    three warm-up ones; CUDA events on the GPU)."""
+    from dimexport.verify.speed import time_calls
+
+    x = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
     y = torch.empty_like(x)
-    for _ in range(3):
-        y.copy_(x)
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        y.copy_(x)
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) / 1e3)
-    return 2 * nbytes / statistics.median(times)
+    ms = statistics.median(time_calls(lambda: y.copy_(x), torch.device(device), warmup=3, repeat=reps))
+    return 2 * nbytes / (ms * 1e-3)
 
 
 def floor_us(elems: int, bw: float) -> float:

@@ -4,7 +4,7 @@ the C++ operator's kernels, through the Python kernels (the ctypes path, registe
 DiM shapes (fp16, N = 16, z and delta_bias, inference mode as the denoisers run):
 
   host µs      CPU time to issue one call (200 calls back to back, no synchronisation): the per-call overhead
-  latency µs   one call issued and synchronised (median of 50): kernel + overhead + launch/sync latency
+  latency µs   one call issued and synchronised (scan_bwd.eager_us, median of 50): kernel + overhead + latency
   over kernel  latency - the graph-replay kernel time: what the call adds to its kernel
 
   python3 bench/scan_eager.py --json out/scan_eager.json --md out/scan_eager.md
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scan import copy_bandwidth, environment, floor_us, input_sets, time_graph  # noqa: E402
+from scan_bwd import eager_us  # noqa: E402
 
 SHAPES = [(1, 2048, 366), (8, 2048, 366), (32, 2048, 366), (1, 3072, 1230)]
 
@@ -39,18 +39,6 @@ def host_us(fn, sets: list[dict], calls: int = 200) -> float:
     elapsed = time.perf_counter() - t0
     torch.cuda.synchronize()
     return elapsed / calls * 1e6
-
-
-def latency_us(fn, sets: list[dict], reps: int = 50) -> float:
-    """Median wall time of one call issued and synchronised."""
-    times = []
-    for i in range(reps + 3):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn(sets[i % len(sets)])
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e6)
-    return statistics.median(times[3:])
 
 
 def main() -> None:
@@ -78,14 +66,14 @@ def main() -> None:
             floor = floor_us(b * d * l, bw)
             kernel = time_graph(call, sets, floor)
             row = dict(batch=b, dim=d, seqlen=l, floor_us=floor, kernel_us=kernel,
-                       cpp_host_us=host_us(call, sets), cpp_latency_us=latency_us(call, sets))
+                       cpp_host_us=host_us(call, sets), cpp_latency_us=eager_us(call, sets, reps=50))
             with _native.python_kernels():
-                row.update(ctypes_host_us=host_us(call, sets), ctypes_latency_us=latency_us(call, sets))
+                row.update(ctypes_host_us=host_us(call, sets), ctypes_latency_us=eager_us(call, sets, reps=50))
             if selective_scan_fn is not None:
                 theirs = lambda s, out=None: selective_scan_fn(  # noqa: E731
                     s["u"], s["delta"], s["A"], s["B"], s["C"], s["D"], s["z"], s["delta_bias"], True)
                 row.update(mamba_kernel_us=time_graph(theirs, sets, floor), mamba_host_us=host_us(theirs, sets),
-                           mamba_latency_us=latency_us(theirs, sets))
+                           mamba_latency_us=eager_us(theirs, sets, reps=50))
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.json:

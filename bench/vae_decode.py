@@ -54,15 +54,15 @@ def main() -> None:
         peak = gemm_peak(dtype, device)
         for res in (int(r) for r in args.resolutions.split(",")):
             z = torch.randn(args.batch, 4, res // 8, res // 8, device=device, dtype=dtype)
-            decode = lambda: vae.decode(z / SCALE).sample  # noqa: E731
+            decode = lambda latents: vae.decode(latents / SCALE).sample  # noqa: E731
             with torch.inference_mode():
                 with FlopCounterMode(display=False) as counter:
-                    decode()
+                    decode(z)
                 flops = counter.get_total_flops()
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()  # this row's decode, not the probes before it
-                eager = median_ms(decode, device, reps=20 if device.type == "cuda" else 2)
-                replay = graph_ms(decode) if device.type == "cuda" else eager
+                eager = median_ms(lambda: decode(z), device, reps=20 if device.type == "cuda" else 2)
+                replay = graph_ms(decode, (z,)) if device.type == "cuda" else eager
                 peak_mib = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0
             row = dict(dtype=name, resolution=res, batch=args.batch, eager_ms=round(eager, 2),
                        graph_ms=round(replay, 2), images_per_s=round(args.batch / replay * 1e3, 1),
