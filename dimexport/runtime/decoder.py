@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import DimexportError, InputError
+from ..errors import InputError
 from ..export.exporter import DECODER_INPUT, DECODER_OUTPUT, Artifact, build_decoder_for_export, read_artifact
 from ..models import DTYPES
 from ..models.vae import LatentDecoder, vae_sha256
-from .denoiser import spec_of, in_batches
+from .denoiser import in_batches, ort_providers, ort_run, ort_session, spec_of
 
 DECODER_BACKENDS = ("torch", "ort", "trt")
 
@@ -110,35 +110,23 @@ class OrtDecoder(Decoder):
     name = "ort"
 
     def __init__(self, artifact: Artifact | str | Path) -> None:
-        import onnxruntime as ort
-
         self.artifact = artifact if isinstance(artifact, Artifact) else read_artifact(artifact)
         meta, spec = _decoder_meta(self.artifact), spec_of(self.artifact)
         if spec.dtype == "bf16":
             raise InputError("ONNX Runtime's CPU kernels have no bfloat16: decode a bf16 artifact with the trt "
                              "backend, or export fp32/fp16 for ort")
-        gpu = "CUDAExecutionProvider" in ort.get_available_providers()
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
+        providers = ort_providers(self.artifact, standard_ops=True)
         lo, _, hi = spec.batch
         latent_shape = tuple(meta["inputs"][DECODER_INPUT]["shape"][1:])
-        super().__init__(latent_shape, spec.dtype, "cuda" if gpu else "cpu", lo, hi)
+        super().__init__(latent_shape, spec.dtype, "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu",
+                         lo, hi)
         self.np_dtype = {"fp32": np.float32, "fp16": np.float16}[spec.dtype]
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        path = self.artifact.decoder_path
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # ORT raises its own pybind types
-            raise DimexportError(f"ONNX Runtime could not load {path}: {str(exc).strip()[:500]}") from exc
+        self.session = ort_session(self.artifact.decoder_path, providers)
 
     def run_feeds(self, latents: np.ndarray) -> np.ndarray:
         """One session run on latents as they are (verify feeds what the artifact takes)."""
-        try:
-            (out,) = self.session.run([DECODER_OUTPUT], {DECODER_INPUT: latents.astype(self.np_dtype)})
-        except Exception as exc:  # ORT raises its own pybind types
-            raise DimexportError(f"ONNX Runtime could not run {self.artifact.decoder_path}: "
-                                 f"{str(exc).strip()[:500]}") from exc
-        return out.astype(np.float32)
+        return ort_run(self.session, DECODER_OUTPUT, {DECODER_INPUT: latents.astype(self.np_dtype)},
+                       self.artifact.decoder_path)
 
     def _forward(self, latents: Tensor) -> Tensor:
         return torch.from_numpy(self.run_feeds(latents.detach().cpu().numpy()))

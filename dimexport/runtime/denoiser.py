@@ -202,12 +202,40 @@ def _ort_model_path(artifact: Artifact) -> Path:
     return path
 
 
-def ort_providers(artifact: Artifact) -> list[str]:
-    """CUDA EP (onnxruntime-gpu) for the portable graph when present; the Python scan op runs on the CPU only."""
+def ort_providers(artifact: Artifact, standard_ops: bool = False) -> list[str]:
+    """CUDA EP (onnxruntime-gpu) when present for graphs of standard ops: the portable denoiser, or with
+    `standard_ops` any (the decoder); the plugin graph's Python scan op runs on the CPU only."""
     import onnxruntime as ort
 
-    gpu = "CUDAExecutionProvider" in ort.get_available_providers() and artifact.manifest["spec"]["scan"] == "portable"
+    standard_ops = standard_ops or artifact.manifest["spec"]["scan"] == "portable"
+    gpu = "CUDAExecutionProvider" in ort.get_available_providers() and standard_ops
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
+
+
+def ort_session(path: Path, providers: list[str], scan_op: bool = False):
+    """An ONNX Runtime session of `path` (quiet logs; `scan_op`: onnxruntime-extensions' Python-op library for the
+    plugin graph's scan node), a load failure as DimexportError."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if scan_op:
+        from onnxruntime_extensions import get_library_path
+
+        options.register_custom_ops_library(get_library_path())
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # ORT raises its own pybind types
+        raise DimexportError(f"ONNX Runtime could not load {path}: {str(exc).strip()[:500]}") from exc
+
+
+def ort_run(session, output: str, feeds: dict[str, np.ndarray], what: Path) -> np.ndarray:
+    """One session run of `output` as float32, a failure as DimexportError naming `what` was run."""
+    try:
+        (out,) = session.run([output], feeds)
+    except Exception as exc:  # ORT raises its own pybind types
+        raise DimexportError(f"ONNX Runtime could not run {what}: {str(exc).strip()[:500]}") from exc
+    return out.astype(np.float32)
 
 
 def spec_of(artifact: Artifact) -> ExportSpec:
@@ -238,8 +266,6 @@ class OrtDenoiser(Denoiser):
     name = "ort"
 
     def __init__(self, artifact: Artifact | str | Path) -> None:
-        import onnxruntime as ort
-
         self.artifact = artifact if isinstance(artifact, Artifact) else read_artifact(artifact)
         spec = spec_of(self.artifact)
         lo, _, hi = spec.batch
@@ -247,28 +273,15 @@ class OrtDenoiser(Denoiser):
         super().__init__(spec.config, spec.resolution or spec.config.resolution, spec.dtype,
                          "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu", lo, hi)
         self.np_dtype = {"fp32": np.float32, "fp16": np.float16}.get(spec.dtype)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        path = _ort_model_path(self.artifact)
-        if spec.scan == "plugin":
-            from onnxruntime_extensions import get_library_path
-
-            options.register_custom_ops_library(get_library_path())
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # ORT raises its own pybind types
-            raise DimexportError(f"ONNX Runtime could not load {path}: {str(exc).strip()[:500]}") from exc
+        self.session = ort_session(_ort_model_path(self.artifact), providers, scan_op=spec.scan == "plugin")
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def _reopen(self, artifact: Artifact) -> "OrtDenoiser":
         return OrtDenoiser(artifact)
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        try:
-            (out,) = self.session.run([OUTPUT_NAME], {k: v for k, v in feeds.items() if k in self.input_names})
-        except Exception as exc:  # ORT raises its own pybind types
-            raise DimexportError(f"ONNX Runtime could not run {self.artifact.folder}: {str(exc).strip()[:500]}") from exc
-        return out.astype(np.float32)
+        return ort_run(self.session, OUTPUT_NAME, {k: v for k, v in feeds.items() if k in self.input_names},
+                       self.artifact.folder)
 
     def _forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         if self.np_dtype is None:
