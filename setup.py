@@ -21,7 +21,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
-OUTPUTS = ("*.so", "*.torch_version")  # the libraries, and the torch version the C++ operator was built for
+OUTPUTS = ("*.so", "*.torch_version")  # the libraries, and the C++ operator's build stamp (torch version, scan ABI)
 
 
 def torch_cmake_args() -> list[str]:
@@ -42,8 +42,8 @@ class BuildNative(build_ext):
         editable = self.inplace or getattr(self, "editable_mode", False)
         lib_dir = ROOT / "dimexport" / "lib" if editable else Path(self.build_lib) / "dimexport" / "lib"
         build_dir, stage = ROOT / "build" / "native", ROOT / "build" / "native-install"
-        # Always all four torch options (empty without torch), so that a cached configuration does not build the C++
-        # operator against a torch this build cannot see.
+        # Always the torch options that decide whether the C++ operator is built (empty without torch), so that a
+        # cached configuration does not build it against a torch this build cannot see.
         torch_args = torch_cmake_args() or [f"-DDIMEX_TORCH_{k}=" for k in ("INCLUDE_DIRS", "LIBRARY_DIR", "VERSION")]
         args = ["-DCMAKE_BUILD_TYPE=Release", "-DDIMEX_BUILD_EXAMPLES=OFF", *torch_args]
         for var in ("CMAKE_CUDA_ARCHITECTURES", "TensorRT_ROOT", "TensorRT_INCLUDE_DIR", "DIMEX_CUDA"):

@@ -60,9 +60,9 @@ def needs_encoding(spec: dict, cfg: ModelConfig, vae: str | None) -> bool:
 def feature_key(root: str | Path, size: int, vae_hash: str, flip: bool) -> str:
     """sha256 of everything the features depend on (the module docstring lists it); the image bytes are hashed
     once per file version within a process."""
-    _, files = image_files(root)
     import PIL
 
+    _, files = image_files(root)
     h = hashlib.sha256(f"dimexport-features {FEATURE_FORMAT}\0size {size}\0flip {flip}\0vae {vae_hash}\0diffusers "
                        f"{diffusers_version()}\0pillow {PIL.__version__}\n".encode())
     for path, label in files:
