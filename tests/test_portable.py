@@ -205,7 +205,7 @@ def exported(request):
     prog = torch.onnx.export(
         model, MODEL_INPUTS[2], dynamo=True, opset_version=20,
         dynamic_shapes=({0: "batch"}, {0: "batch"}, {0: "batch"}),
-        custom_translation_table={torch.ops.dimexport.selective_scan.default: scan_node.translate_selective_scan},
+        custom_translation_table=scan_node.translation_table(),
     )
     start = time.perf_counter()
     expanded = expand_scan_nodes(prog.model_proto)

@@ -226,7 +226,7 @@ def _write_onnx(spec: ExportSpec, model: torch.nn.Module, folder: Path, log: io.
     x, t, y = example_inputs(model.cfg, _trace_batch(spec), spec.resolution)
     _torch_export(spec, model, dict(zip(INPUT_NAMES, (x.to(DTYPES[spec.dtype]), t, y))), OUTPUT_NAME,
                   folder / ONNX_FILE, log,
-                  custom_translation_table={torch.ops.dimexport.selective_scan.default: scan_node.translate_selective_scan})
+                  custom_translation_table=scan_node.translation_table())
     if spec.scan == "portable":
         from .portable import expand_scan_nodes
 

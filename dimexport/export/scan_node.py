@@ -1,4 +1,5 @@
-"""The ONNX form of the selective scan: one `trt.plugins::DimSelectiveScan` node per scan call.
+"""The ONNX form of the selective scan (one `trt.plugins::DimSelectiveScan` node per scan call) and of the causal
+conv + SiLU (standard ops).
 
 This module is the one place that knows the node's contract, shared by the exporter, the checker
 (OpSchema), the portable rewrite, ONNX Runtime's reference kernel and (in C++) the TensorRT plugin:
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import onnx
 import onnxscript
+import torch
 from onnxscript import opset18 as op
 
 from ..ops.selective_scan import OP_NAME  # noqa: F401  (the torch op this node stands for)
@@ -77,3 +79,25 @@ def register_schema() -> None:
     )
     schema.set_type_and_shape_inference_function(_infer)
     onnx.defs.register_schema(schema)
+
+
+def translate_causal_conv1d_silu(x, weight, bias=None, reverse=False):
+    """custom_translation_table entry for torch.ops.dimexport.causal_conv1d_silu: standard ONNX Conv (group = channels,
+    the causal padding on one side; reverse: on the other side with the taps flipped) and u * Sigmoid(u), which
+    every runtime runs and TensorRT fuses itself. Channels and width are static (the weight's shape)."""
+    dim, width = weight.shape[0], weight.shape[1]
+    w = op.Unsqueeze(weight, op.Constant(value_ints=[1]))  # (D, 1, K)
+    if reverse:
+        w = op.Slice(w, op.Constant(value_ints=[-1]), op.Constant(value_ints=[-(2**63)]), op.Constant(value_ints=[2]),
+                     op.Constant(value_ints=[-1]))
+    pads = [0, width - 1] if reverse else [width - 1, 0]
+    u = op.Conv(x, w, group=dim, pads=pads) if bias is None else op.Conv(x, w, bias, group=dim, pads=pads)
+    return op.Mul(u, op.Sigmoid(u))
+
+
+def translation_table() -> dict:
+    """torch.onnx.export's custom_translation_table for dimexport's ops (the one list the exporter and tests use)."""
+    return {
+        torch.ops.dimexport.selective_scan.default: translate_selective_scan,
+        torch.ops.dimexport.causal_conv1d_silu.default: translate_causal_conv1d_silu,
+    }

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import selective_scan
+from ..ops import causal_conv1d_silu, selective_scan
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -102,12 +102,8 @@ class Mamba(nn.Module):
         dt_proj: nn.Linear = getattr(self, f"dt_proj{suffix}")
         A_log: Tensor = getattr(self, "A_b_log" if suffix else "A_log")
         D: Tensor = getattr(self, f"D{suffix}")
-        seqlen = x.shape[-1]
-        if reverse:  # the causal conv of the flipped sequence, in original order: look ahead, kernel flipped
-            u = F.conv1d(F.pad(x, (0, self.d_conv - 1)), conv.weight.flip(-1), conv.bias, groups=self.d_inner)
-        else:
-            u = conv(x)[..., :seqlen]
-        u = F.silu(u)
+        # reverse: the causal conv of the flipped sequence, in original order (look ahead, kernel flipped)
+        u = causal_conv1d_silu(x, conv.weight.squeeze(1), conv.bias, reverse)
         x_dbl = F.linear(u.transpose(1, 2), x_proj.weight)  # (B, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # bias goes to the scan as delta_bias

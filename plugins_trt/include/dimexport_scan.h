@@ -24,6 +24,10 @@
  *
  * Backward (ABI version 4 on the CPU, version 5 on the GPU): dimex_selective_scan_bwd_cpu and
  * dimex_selective_scan_bwd compute the gradients of every input for training, both deterministic.
+ *
+ * Causal conv + SiLU (ABI version 6): dimex_causal_conv1d_silu_fwd / _cpu compute the Mamba mixer's depthwise
+ * causal conv1d and its SiLU in one pass (the conv's input read in place, through strides), for the PyTorch op
+ * only: TensorRT fuses a standard Conv + SiLU itself.
  */
 #ifndef DIMEXPORT_SCAN_H
 #define DIMEXPORT_SCAN_H
@@ -40,7 +44,7 @@ typedef struct CUstream_st* cudaStream_t;
 extern "C" {
 #endif
 
-#define DIMEX_SCAN_ABI_VERSION 5
+#define DIMEX_SCAN_ABI_VERSION 6
 
 typedef enum { DIMEX_FLOAT32 = 0, DIMEX_FLOAT16 = 1, DIMEX_BFLOAT16 = 2 } dimex_dtype;
 
@@ -111,6 +115,32 @@ int dimex_selective_scan_bwd_cpu(const dimex_scan_bwd_params* params, int num_th
  * every run. Batch and ngroups at most 65535. */
 size_t dimex_selective_scan_bwd_workspace_size(const dimex_scan_bwd_params* params);
 int dimex_selective_scan_bwd(const dimex_scan_bwd_params* params, cudaStream_t stream);
+
+/* The depthwise causal conv1d of the Mamba mixer followed by SiLU (ABI version 6), per batch b, channel d, token l:
+ *   acc = bias[d] + sum_{k<K} weight[d,k] * x[b,d,l-(K-1)+k]      (x = 0 outside 0..L-1; fp32 accumulation)
+ *   out[b,d,l] = acc / (1 + exp(-acc))
+ * which is torch's silu(conv1d(x, weight, bias, padding=K-1, groups=dim)[..., :L]). With reverse != 0 the conv looks
+ * ahead instead, acc = bias[d] + sum_k weight[d,k] * x[b,d,l+(K-1)-k]: the causal conv of the flipped sequence,
+ * returned in the original order. x, weight, bias and out share one dtype; weight (dim, K) and bias (dim,) are
+ * contiguous, bias may be NULL; x and out are addressed by element strides (x typically a view into the mixer's
+ * in_proj output). 1 <= K <= DIMEX_CONV_MAX_WIDTH. Rounded once, from fp32, to the I/O dtype. */
+#define DIMEX_CONV_MAX_WIDTH 8
+
+typedef struct {
+  int64_t batch, dim, seqlen, width;
+  dimex_dtype dtype;
+  const void* x;      int64_t x_stride[3];   /* (b, d, l) element strides */
+  const void* weight;                        /* (dim, width), contiguous */
+  const void* bias;                          /* (dim,) or NULL */
+  void* out;          int64_t out_stride[3];
+  int32_t reverse;
+} dimex_conv_params;
+
+/* Enqueued on `stream` (one launch; no allocation or synchronisation: capturable in a CUDA graph). */
+int dimex_causal_conv1d_silu_fwd(const dimex_conv_params* params, cudaStream_t stream);
+
+/* The same on host memory with `num_threads` OpenMP threads (0: OpenMP's default); the same bits for any count. */
+int dimex_causal_conv1d_silu_fwd_cpu(const dimex_conv_params* params, int num_threads);
 
 /* A static, human-readable description of a dimex_status code. */
 const char* dimex_status_string(int status);

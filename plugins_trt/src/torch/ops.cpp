@@ -1,11 +1,13 @@
-// The CPU and CUDA kernels of torch.ops.dimexport.selective_scan as a C++ PyTorch operator library
-// (libdimexport_torch_ops.so): an eager call goes dispatcher -> these checks -> the kernel of libdimexport_scan.so,
-// with no Python, ctypes or parameter marshalling on the path (issue "Whole-denoiser speed" §2: the op's host cost).
+// The CPU and CUDA kernels of torch.ops.dimexport.selective_scan and torch.ops.dimexport.causal_conv1d_silu as a C++
+// PyTorch operator library (libdimexport_torch_ops.so): an eager call goes dispatcher -> these checks -> the kernel of
+// libdimexport_scan.so, with no Python, ctypes or parameter marshalling on the path (issue "Whole-denoiser speed" §2:
+// the op's host cost).
 //
-// The op's schema, autograd formula and fake (meta) function stay in Python (dimexport/ops/selective_scan.py);
+// The ops' schemas, autograd formulas and fake (meta) functions stay in Python (dimexport/ops/selective_scan.py,
+// dimexport/ops/conv.py);
 // dimexport/ops/_native.py loads this library after defining the op, only when it was built against the running
-// torch version, and then registers no Python kernels for CPU and CUDA. The checks repeat check_scan_inputs() message
-// for message; they raise ValueError, the base class of the Python path's InputError (the CLI validates its inputs
+// torch version, and then registers no Python kernels for CPU and CUDA. The checks repeat check_scan_inputs() and
+// check_conv_inputs() message for message; they raise ValueError, the base class of the Python path's InputError (the CLI validates its inputs
 // before any model runs, so its exit codes do not depend on which path raised).
 //
 // Only generic c10 interfaces are used (DeviceGuard, the current stream's native handle), so a CPU-only torch and a
@@ -20,6 +22,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <initializer_list>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -75,6 +78,19 @@ dimex_dtype abi_dtype(at::ScalarType t) {
   return t == at::kHalf ? DIMEX_FLOAT16 : t == at::kBFloat16 ? DIMEX_BFLOAT16 : DIMEX_FLOAT32;
 }
 
+// The devices of the inputs in the words of Python's sorted(map(str, devices)): "['cpu', 'cuda:0']".
+std::string device_list(std::initializer_list<const Tensor*> tensors) {
+  std::set<std::string> devices;
+  for (const Tensor* t : tensors)
+    if (t != nullptr) devices.insert(t->device().str());
+  if (devices.size() < 2) return "";
+  std::ostringstream s;
+  s << "[";
+  for (auto it = devices.begin(); it != devices.end(); ++it) s << (it == devices.begin() ? "'" : ", '") << *it << "'";
+  s << "]";
+  return s.str();
+}
+
 // check_scan_inputs() of dimexport/ops/selective_scan.py, the same conditions in the same order and the same words.
 void check_inputs(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
                   const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias) {
@@ -117,17 +133,9 @@ void check_inputs(const Tensor& u, const Tensor& delta, const Tensor& A, const T
     TORCH_CHECK_VALUE(t->scalar_type() == at::kFloat, "selective_scan: ", name, " must be float32 (got ",
                       dtype_str(t->scalar_type()), "); keep it in fp32");
   }
-  std::set<std::string> devices;
-  for (const Tensor* t : {&u, &delta, &A, &B, &C}) devices.insert(t->device().str());
-  for (const OptTensor* t : {&D, &z, &delta_bias})
-    if (t->has_value()) devices.insert((*t)->device().str());
-  if (devices.size() > 1) {
-    std::ostringstream s;
-    s << "[";
-    for (auto it = devices.begin(); it != devices.end(); ++it) s << (it == devices.begin() ? "'" : ", '") << *it << "'";
-    s << "]";
-    TORCH_CHECK_VALUE(false, "selective_scan: all inputs must be on one device, got ", s.str());
-  }
+  const auto opt = [](const OptTensor& t) { return t.has_value() ? &*t : nullptr; };
+  const std::string devices = device_list({&u, &delta, &A, &B, &C, opt(D), opt(z), opt(delta_bias)});
+  TORCH_CHECK_VALUE(devices.empty(), "selective_scan: all inputs must be on one device, got ", devices);
 }
 
 template <size_t N>
@@ -214,8 +222,69 @@ Tensor scan(const Tensor& u, const Tensor& delta, const Tensor& A_in, const Tens
   return out;
 }
 
+// check_conv_inputs() of dimexport/ops/conv.py, the same conditions in the same order and the same words.
+void check_conv_inputs(const Tensor& x, const Tensor& weight, const OptTensor& bias) {
+  TORCH_CHECK_VALUE(x.dim() == 3, "causal_conv1d_silu: x must be (batch, dim, seqlen), got shape ",
+                    shape_str(x.sizes()));
+  TORCH_CHECK_VALUE(io_dtype(x.scalar_type()), "causal_conv1d_silu: x has dtype ", dtype_str(x.scalar_type()),
+                    "; use float32, float16 or bfloat16");
+  const int64_t dim = x.size(1);
+  TORCH_CHECK_VALUE(weight.dim() == 2 && weight.size(0) == dim && weight.size(1) >= 1 &&
+                        weight.size(1) <= DIMEX_CONV_MAX_WIDTH,
+                    "causal_conv1d_silu: weight must be (dim=", dim, ", width) with width 1..", DIMEX_CONV_MAX_WIDTH,
+                    ", got shape ", shape_str(weight.sizes()));
+  if (bias.has_value())
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == dim, "causal_conv1d_silu: bias must have shape (", dim,
+                      ",), got ", shape_str(bias->sizes()));
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"weight", &weight},
+                                {"bias", bias.has_value() ? &*bias : nullptr}}) {
+    if (t == nullptr) continue;
+    TORCH_CHECK_VALUE(t->scalar_type() == x.scalar_type(), "causal_conv1d_silu: ", name, " has dtype ",
+                      dtype_str(t->scalar_type()), "; it must match x (", dtype_str(x.scalar_type()), ")");
+  }
+  const std::string devices = device_list({&x, &weight, bias.has_value() ? &*bias : nullptr});
+  TORCH_CHECK_VALUE(devices.empty(), "causal_conv1d_silu: all inputs must be on one device, got ", devices);
+}
+
+Tensor conv_silu(const Tensor& x, const Tensor& weight_in, const OptTensor& bias_in, bool reverse) {
+  check_library_abi();
+  check_conv_inputs(x, weight_in, bias_in);
+  const Tensor weight = weight_in.contiguous();
+  const OptTensor bias = contiguous(bias_in);
+  Tensor out = at::empty(x.sizes(), x.options());
+  if (out.numel() == 0) return out;
+  dimex_conv_params p{};
+  p.batch = x.size(0);
+  p.dim = x.size(1);
+  p.seqlen = x.size(2);
+  p.width = weight.size(1);
+  p.dtype = abi_dtype(x.scalar_type());
+  p.x = x.data_ptr();
+  copy_strides(x, p.x_stride);
+  p.weight = weight.data_ptr();
+  p.bias = bias.has_value() ? bias->data_ptr() : nullptr;
+  p.out = out.data_ptr();
+  copy_strides(out, p.out_stride);
+  p.reverse = reverse ? 1 : 0;
+  if (x.device().is_cpu()) {
+    check_status(dimex_causal_conv1d_silu_fwd_cpu(&p, at::get_num_threads()), "dimex_causal_conv1d_silu_fwd_cpu");
+    return out;
+  }
+  const c10::DeviceGuard guard(x.device());
+  const c10::impl::VirtualGuardImpl impl(x.device().type());
+  auto stream = static_cast<cudaStream_t>(impl.getStream(x.device()).native_handle());
+  check_status(dimex_causal_conv1d_silu_fwd(&p, stream), "dimex_causal_conv1d_silu_fwd");
+  return out;
+}
+
 }  // namespace
 
-// The schema is defined by torch.library.custom_op in Python; these are its kernels for two dispatch keys.
-TORCH_LIBRARY_IMPL(dimexport, CPU, m) { m.impl("selective_scan", &scan); }
-TORCH_LIBRARY_IMPL(dimexport, CUDA, m) { m.impl("selective_scan", &scan); }
+// The schemas are defined by torch.library.custom_op in Python; these are their kernels for two dispatch keys.
+TORCH_LIBRARY_IMPL(dimexport, CPU, m) {
+  m.impl("selective_scan", &scan);
+  m.impl("causal_conv1d_silu", &conv_silu);
+}
+TORCH_LIBRARY_IMPL(dimexport, CUDA, m) {
+  m.impl("selective_scan", &scan);
+  m.impl("causal_conv1d_silu", &conv_silu);
+}

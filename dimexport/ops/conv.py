@@ -1,0 +1,91 @@
+"""The Mamba mixer's depthwise causal conv1d and its SiLU as one op, ``torch.ops.dimexport.causal_conv1d_silu``.
+
+Unfused, PyTorch runs a copy of the strided in_proj slice, cuDNN's general grouped convolution, a slice and a SiLU:
+four passes over the activations where one suffices (bench/results/profile_dim_h_256_h100.md: 127 µs of a 686-µs
+dim-h layer at batch 8). The C++ operator (libdimexport_torch_ops.so) runs libdimexport_scan.so's fused kernels on the
+CPU and the GPU; without it the op is its reference, the unfused torch code, on every device. Its gradient
+differentiates the reference (recomputed from the saved inputs), and the ONNX exporter writes standard Conv + SiLU,
+which TensorRT fuses itself.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import InputError
+from .selective_scan import IO_DTYPES
+
+OP_NAME = "dimexport::causal_conv1d_silu"
+MAX_WIDTH = 8  # DIMEX_CONV_MAX_WIDTH of plugins_trt/include/dimexport_scan.h
+
+
+def check_conv_inputs(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> None:
+    """Raise InputError naming the offending argument, its shape/dtype and what was expected."""
+    if x.dim() != 3:
+        raise InputError(f"causal_conv1d_silu: x must be (batch, dim, seqlen), got shape {tuple(x.shape)}")
+    if x.dtype not in IO_DTYPES:
+        raise InputError(f"causal_conv1d_silu: x has dtype {x.dtype}; use float32, float16 or bfloat16")
+    dim = x.shape[1]
+    if weight.dim() != 2 or weight.shape[0] != dim or not 1 <= weight.shape[1] <= MAX_WIDTH:
+        raise InputError(
+            f"causal_conv1d_silu: weight must be (dim={dim}, width) with width 1..{MAX_WIDTH}, "
+            f"got shape {tuple(weight.shape)}"
+        )
+    if bias is not None and tuple(bias.shape) != (dim,):
+        raise InputError(f"causal_conv1d_silu: bias must have shape {(dim,)}, got {tuple(bias.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.dtype != x.dtype:
+            raise InputError(f"causal_conv1d_silu: {name} has dtype {t.dtype}; it must match x ({x.dtype})")
+    devices = {t.device for t in (x, weight, bias) if t is not None}
+    if len(devices) > 1:
+        raise InputError(f"causal_conv1d_silu: all inputs must be on one device, got {sorted(map(str, devices))}")
+
+
+def causal_conv1d_silu_reference(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                                 reverse: bool = False) -> Tensor:
+    """silu(causal depthwise conv1d), as the official Mamba code computes it without causal-conv1d; `reverse`: the
+    causal conv of the flipped sequence in the original order (look ahead, kernel flipped)."""
+    width = weight.shape[1]
+    w = weight.unsqueeze(1)
+    if reverse:
+        u = F.conv1d(F.pad(x, (0, width - 1)), w.flip(-1), bias, groups=x.shape[1])
+    else:
+        u = F.conv1d(x, w, bias, padding=width - 1, groups=x.shape[1])[..., : x.shape[-1]]
+    return F.silu(u)
+
+
+@torch.library.custom_op(OP_NAME, mutates_args=())
+def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, reverse: bool = False) -> Tensor:
+    """silu(depthwise causal conv1d of x (B, D, L) with weight (D, K) and bias (D,)); contiguous (B, D, L) in x's
+    dtype. The C++ operator's kernels replace this body on the CPU and the GPU when they load."""
+    check_conv_inputs(x, weight, bias)
+    return causal_conv1d_silu_reference(x, weight, bias, reverse)
+
+
+@causal_conv1d_silu.register_fake
+def _(x, weight, bias=None, reverse=False):
+    check_conv_inputs(x, weight, bias)
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs[:3])
+    ctx.reverse = inputs[3]
+
+
+def _backward(ctx, grad_out: Tensor):
+    """Differentiates the reference, recomputed from the inputs (the fused kernel is forward-only)."""
+    x, weight, bias = ctx.saved_tensors
+    with torch.enable_grad():
+        leaves = [None if t is None else t.detach().requires_grad_() for t in (x, weight, bias)]
+        out = causal_conv1d_silu_reference(*leaves, ctx.reverse)
+        wanted = [t for t in leaves if t is not None]
+        grads = iter(torch.autograd.grad(out, wanted, grad_out))
+    return tuple(None if t is None else next(grads) for t in leaves) + (None,)
+
+
+causal_conv1d_silu.register_autograd(_backward, setup_context=_setup_context)

@@ -1,0 +1,71 @@
+// The causal conv1d + SiLU on the GPU (dimex_causal_conv1d_silu_fwd, include/dimexport_scan.h): one warp per (b, d)
+// row, its lanes on consecutive tokens, so each of the K tap loads of a warp reads one contiguous run of x when the
+// row is contiguous (x a channel-major view of in_proj's output) and the K shifted reads hit L1. Memory-bound: the
+// floor is reading x and writing out once (issue "Whole-denoiser speed" §2; bench/conv_silu.py).
+#include <cuda_runtime.h>
+
+#include "conv_silu.h"
+
+#define DIMEX_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace dimex {
+namespace {
+
+constexpr int kWarps = 4;  // rows per CTA
+
+template <dimex_dtype DT, int K, bool kReverse>
+__global__ void __launch_bounds__(kWarps * 32) conv_silu_kernel(dimex_conv_params p) {
+  using T = typename Io<DT>::T;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (row >= p.batch * p.dim) return;
+  const int64_t b = row / p.dim, d = row - b * p.dim;
+  const int lane = threadIdx.x % 32;
+  const T* x = static_cast<const T*>(p.x) + b * p.x_stride[0] + d * p.x_stride[1];
+  T* out = static_cast<T*>(p.out) + b * p.out_stride[0] + d * p.out_stride[1];
+  const T* wrow = static_cast<const T*>(p.weight) + d * K;
+  float w[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) w[k] = Io<DT>::load(wrow[k]);
+  const float bias = p.bias ? Io<DT>::load(static_cast<const T*>(p.bias)[d]) : 0.0f;
+  for (int64_t l = lane; l < p.seqlen; l += 32)
+    out[l * p.out_stride[2]] = Io<DT>::store(conv_silu_at<DT, K, kReverse>(x, p.x_stride[2], p.seqlen, l, w, bias));
+}
+
+template <dimex_dtype DT, int K>
+void launch(const dimex_conv_params& p, cudaStream_t stream) {
+  const int64_t blocks = (p.batch * p.dim + kWarps - 1) / kWarps;
+  if (p.reverse)
+    conv_silu_kernel<DT, K, true><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(p);
+  else
+    conv_silu_kernel<DT, K, false><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(p);
+}
+
+template <dimex_dtype DT>
+void launch_width(const dimex_conv_params& p, cudaStream_t stream) {
+  switch (p.width) {
+    case 1: launch<DT, 1>(p, stream); break;
+    case 2: launch<DT, 2>(p, stream); break;
+    case 3: launch<DT, 3>(p, stream); break;
+    case 4: launch<DT, 4>(p, stream); break;
+    case 5: launch<DT, 5>(p, stream); break;
+    case 6: launch<DT, 6>(p, stream); break;
+    case 7: launch<DT, 7>(p, stream); break;
+    default: launch<DT, 8>(p, stream); break;
+  }
+}
+
+}  // namespace
+}  // namespace dimex
+
+DIMEX_EXPORT int dimex_causal_conv1d_silu_fwd(const dimex_conv_params* p, cudaStream_t stream) {
+  const int status = dimex::check_conv_params(p);
+  if (status != DIMEX_OK) return status;
+  if ((p->batch * p->dim + dimex::kWarps - 1) / dimex::kWarps > 0x7fffffff) return DIMEX_ERR_INVALID_ARGUMENT;
+  (void)cudaGetLastError();  // an earlier, unrelated error must not be reported as this call's
+  switch (p->dtype) {
+    case DIMEX_FLOAT16: dimex::launch_width<DIMEX_FLOAT16>(*p, stream); break;
+    case DIMEX_BFLOAT16: dimex::launch_width<DIMEX_BFLOAT16>(*p, stream); break;
+    default: dimex::launch_width<DIMEX_FLOAT32>(*p, stream); break;
+  }
+  return cudaPeekAtLastError() == cudaSuccess ? DIMEX_OK : DIMEX_ERR_CUDA;
+}
