@@ -5,7 +5,6 @@ the op's registration (opcheck); the Mamba mixer with the fused op against the u
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 
 import pytest
@@ -13,16 +12,9 @@ import torch
 
 from dimexport.errors import InputError
 from dimexport.ops import _native, causal_conv1d_silu, causal_conv1d_silu_reference
+from dimexport.ops.testing import torch_ops_or_skip
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def cpp_operator_or_skip() -> None:
-    problem = _native.torch_ops_problem()
-    if problem is not None:
-        if os.environ.get("CI"):
-            raise RuntimeError(f"CI must test the C++ operator: {problem}")
-        pytest.skip(problem)
 
 
 def conv_inputs(batch: int, dim: int, seqlen: int, width: int, dtype: torch.dtype, layout: str, bias: bool,
@@ -62,7 +54,7 @@ def random_cases(n: int, seed: int):
 
 @pytest.mark.parametrize("batch,dim,seqlen,width,dtype,layout,reverse,bias,seed", random_cases(30, seed=5))
 def test_cpu_kernel_matches_fp64(batch, dim, seqlen, width, dtype, layout, reverse, bias, seed):
-    cpp_operator_or_skip()
+    torch_ops_or_skip()
     x, w, b = conv_inputs(batch, dim, seqlen, width, dtype, layout, bias, seed)
     assert_close_to_fp64(causal_conv1d_silu(x, w, b, reverse), x, w, b, reverse)
 
@@ -71,7 +63,7 @@ def test_cpu_kernel_matches_fp64(batch, dim, seqlen, width, dtype, layout, rever
 @pytest.mark.parametrize("batch,dim,seqlen,width,dtype,layout,reverse,bias,seed", random_cases(60, seed=6))
 def test_cuda_kernel_matches_fp64_and_the_cpu_bit_for_bit(batch, dim, seqlen, width, dtype, layout, reverse, bias,
                                                           seed):
-    cpp_operator_or_skip()
+    torch_ops_or_skip()
     x, w, b = conv_inputs(batch, dim, seqlen, width, dtype, layout, bias, seed, device="cuda")
     out = causal_conv1d_silu(x, w, b, reverse)
     assert out.is_cuda
@@ -82,7 +74,7 @@ def test_cuda_kernel_matches_fp64_and_the_cpu_bit_for_bit(batch, dim, seqlen, wi
 
 @pytest.mark.gpu
 def test_cuda_kernel_in_a_cuda_graph():
-    cpp_operator_or_skip()
+    torch_ops_or_skip()
     x, w, b = conv_inputs(8, 256, 366, 4, torch.float16, "channel-major", True, seed=1, device="cuda")
     expected = causal_conv1d_silu(x, w, b)
     graph = torch.cuda.CUDAGraph()
@@ -94,7 +86,7 @@ def test_cuda_kernel_in_a_cuda_graph():
 
 
 def test_result_does_not_depend_on_the_thread_count():
-    cpp_operator_or_skip()
+    torch_ops_or_skip()
     x, w, b = conv_inputs(2, 48, 129, 4, torch.float32, "token-major", True, seed=2)
     threads = torch.get_num_threads()
     try:
@@ -106,7 +98,7 @@ def test_result_does_not_depend_on_the_thread_count():
 
 
 def test_cpp_operator_serves_the_op_and_python_kernels_switch_to_the_reference():
-    cpp_operator_or_skip()
+    torch_ops_or_skip()
     x, w, b = conv_inputs(2, 16, 50, 4, torch.float16, "token-major", True, seed=3)
     fused = causal_conv1d_silu(x, w, b)
     with _native.python_kernels():
@@ -137,7 +129,7 @@ def test_cpp_operator_serves_the_op_and_python_kernels_switch_to_the_reference()
 def test_bad_inputs_are_named(change, message, python):
     """The same words from the C++ operator's checks (ValueError) and the Python ones (InputError, a ValueError)."""
     if not python:
-        cpp_operator_or_skip()
+        torch_ops_or_skip()
     args = dict(x=torch.zeros(2, 8, 5), weight=torch.zeros(8, 4), bias=torch.zeros(8)) | change
     with _native.python_kernels() if python else contextlib.nullcontext():
         with pytest.raises(InputError if python else ValueError) as exc:

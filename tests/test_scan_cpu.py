@@ -14,7 +14,7 @@ import torch
 
 from dimexport.ops import _native, selective_scan, selective_scan_reference
 from dimexport.ops.oracle import selective_scan_oracle
-from dimexport.ops.testing import token_major_views
+from dimexport.ops.testing import token_major_views, torch_ops_or_skip
 
 if not _native.loads():
     if os.environ.get("CI"):
@@ -123,11 +123,7 @@ def test_cpp_operator_serves_the_op():
     """Where it is built (CI builds it), the C++ operator's kernels serve the op: strided inputs give the bits of the
     ctypes path (Python kernels registered over it), and python_kernels(reference=True) really switches to the
     reference, forward and backward, until the block ends."""
-    problem = _native.torch_ops_problem()
-    if problem is not None:
-        if os.environ.get("CI"):
-            raise RuntimeError(f"CI must test the C++ operator: {problem}")
-        pytest.skip(problem)
+    torch_ops_or_skip()
     args = inputs(2, 24, 150, 16, 2, torch.float16, seed=5)
     args = token_major_views(args)
     flags = dict(delta_softplus=True, reverse=True)

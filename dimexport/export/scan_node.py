@@ -1,5 +1,5 @@
-"""The ONNX form of the selective scan (one `trt.plugins::DimSelectiveScan` node per scan call) and of the causal
-conv + SiLU (standard ops).
+"""The ONNX form of the selective scan (one `trt.plugins::DimSelectiveScan` node per scan call) and of the fused
+causal conv + SiLU and RMSNorm + modulation (standard ops).
 
 This module is the one place that knows the node's contract, shared by the exporter, the checker
 (OpSchema), the portable rewrite, ONNX Runtime's reference kernel and (in C++) the TensorRT plugin:
@@ -95,9 +95,24 @@ def translate_causal_conv1d_silu(x, weight, bias=None, reverse=False):
     return op.Mul(u, op.Sigmoid(u))
 
 
+def translate_rms_norm_modulate(x, weight, scale=None, shift=None, eps=1e-5):
+    """custom_translation_table entry for torch.ops.dimexport.rms_norm_modulate: the reference's standard ops (fp32
+    statistics, the weight's dtype after the norm)."""
+    x32 = op.Cast(x, to=onnx.TensorProto.FLOAT)
+    ms = op.ReduceMean(op.Mul(x32, x32), op.Constant(value_ints=[-1]), keepdims=1)
+    y = op.Mul(x32, op.Reciprocal(op.Sqrt(op.Add(ms, op.Constant(value_float=eps)))))
+    y = op.CastLike(op.Mul(y, op.Cast(weight, to=onnx.TensorProto.FLOAT)), weight)
+    if scale is not None:
+        y = op.Mul(y, op.Add(op.CastLike(op.Constant(value_float=1.0), scale), scale))
+    if shift is not None:
+        y = op.Add(y, shift)
+    return y
+
+
 def translation_table() -> dict:
     """torch.onnx.export's custom_translation_table for dimexport's ops (the one list the exporter and tests use)."""
     return {
         torch.ops.dimexport.selective_scan.default: translate_selective_scan,
         torch.ops.dimexport.causal_conv1d_silu.default: translate_causal_conv1d_silu,
+        torch.ops.dimexport.rms_norm_modulate.default: translate_rms_norm_modulate,
     }

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import causal_conv1d_silu, selective_scan
+from ..ops import causal_conv1d_silu, rms_norm_modulate, selective_scan
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -31,9 +31,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        x32 = x.float()
-        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.float()).to(self.weight.dtype)
+        """(B, L, D) in any float dtype -> the weight's dtype; one fused pass (ops.rms_norm_modulate)."""
+        return rms_norm_modulate(x, self.weight, None, None, self.eps)
 
 
 class PatchEmbed(nn.Module):

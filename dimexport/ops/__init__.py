@@ -1,12 +1,13 @@
 """Custom ops used by the models; importing this package registers them with torch.
 
 The selective scan runs the fused kernels of libdimexport_scan.so (CPU and CUDA) when it is built
-(dimexport/lib/ or $DIMEXPORT_SCAN_LIB), else the pure-PyTorch reference; the causal conv + SiLU runs them through
-the C++ operator library (libdimexport_torch_ops.so), else its reference.
+(dimexport/lib/ or $DIMEXPORT_SCAN_LIB), else the pure-PyTorch reference; the fused causal conv + SiLU and RMSNorm
++ modulation run them through the C++ operator library (libdimexport_torch_ops.so), else their references.
 """
 
 from . import _native
 from .conv import causal_conv1d_silu, causal_conv1d_silu_reference, check_conv_inputs
+from .norm import check_norm_inputs, rms_norm_modulate, rms_norm_modulate_reference
 from .selective_scan import (
     OP_NAME,
     check_scan_inputs,
@@ -16,5 +17,6 @@ from .selective_scan import (
 
 _native.register_kernels()
 
-__all__ = ["OP_NAME", "causal_conv1d_silu", "causal_conv1d_silu_reference", "check_conv_inputs", "check_scan_inputs",
-           "selective_scan", "selective_scan_reference"]
+__all__ = ["OP_NAME", "causal_conv1d_silu", "causal_conv1d_silu_reference", "check_conv_inputs", "check_norm_inputs",
+           "check_scan_inputs", "rms_norm_modulate", "rms_norm_modulate_reference", "selective_scan",
+           "selective_scan_reference"]

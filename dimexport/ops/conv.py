@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
+from .recompute import register_recomputed_autograd
 from .selective_scan import IO_DTYPES
 
 OP_NAME = "dimexport::causal_conv1d_silu"
@@ -58,12 +59,14 @@ def causal_conv1d_silu_reference(x: Tensor, weight: Tensor, bias: Optional[Tenso
     return F.silu(u)
 
 
-@torch.library.custom_op(OP_NAME, mutates_args=())
-def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, reverse: bool = False) -> Tensor:
+def reference_kernel(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, reverse: bool = False) -> Tensor:
     """silu(depthwise causal conv1d of x (B, D, L) with weight (D, K) and bias (D,)); contiguous (B, D, L) in x's
     dtype. The C++ operator's kernels replace this body on the CPU and the GPU when they load."""
     check_conv_inputs(x, weight, bias)
     return causal_conv1d_silu_reference(x, weight, bias, reverse)
+
+
+causal_conv1d_silu = torch.library.custom_op(OP_NAME, reference_kernel, mutates_args=())
 
 
 @causal_conv1d_silu.register_fake
@@ -72,20 +75,4 @@ def _(x, weight, bias=None, reverse=False):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    ctx.save_for_backward(*inputs[:3])
-    ctx.reverse = inputs[3]
-
-
-def _backward(ctx, grad_out: Tensor):
-    """Differentiates the reference, recomputed from the inputs (the fused kernel is forward-only)."""
-    x, weight, bias = ctx.saved_tensors
-    with torch.enable_grad():
-        leaves = [None if t is None else t.detach().requires_grad_() for t in (x, weight, bias)]
-        out = causal_conv1d_silu_reference(*leaves, ctx.reverse)
-        wanted = [t for t in leaves if t is not None]
-        grads = iter(torch.autograd.grad(out, wanted, grad_out))
-    return tuple(None if t is None else next(grads) for t in leaves) + (None,)
-
-
-causal_conv1d_silu.register_autograd(_backward, setup_context=_setup_context)
+register_recomputed_autograd(causal_conv1d_silu, causal_conv1d_silu_reference, n_tensors=3)

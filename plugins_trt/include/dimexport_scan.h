@@ -28,6 +28,9 @@
  * Causal conv + SiLU (ABI version 6): dimex_causal_conv1d_silu_fwd / _cpu compute the Mamba mixer's depthwise
  * causal conv1d and its SiLU in one pass (the conv's input read in place, through strides), for the PyTorch op
  * only: TensorRT fuses a standard Conv + SiLU itself.
+ *
+ * RMSNorm + modulation (ABI version 7): dimex_rms_norm_modulate_fwd / _cpu normalise each token and apply DiM's
+ * adaLN modulation in one pass (for the PyTorch op only, like the conv).
  */
 #ifndef DIMEXPORT_SCAN_H
 #define DIMEXPORT_SCAN_H
@@ -44,7 +47,7 @@ typedef struct CUstream_st* cudaStream_t;
 extern "C" {
 #endif
 
-#define DIMEX_SCAN_ABI_VERSION 6
+#define DIMEX_SCAN_ABI_VERSION 7
 
 typedef enum { DIMEX_FLOAT32 = 0, DIMEX_FLOAT16 = 1, DIMEX_BFLOAT16 = 2 } dimex_dtype;
 
@@ -141,6 +144,28 @@ int dimex_causal_conv1d_silu_fwd(const dimex_conv_params* params, cudaStream_t s
 
 /* The same on host memory with `num_threads` OpenMP threads (0: OpenMP's default); the same bits for any count. */
 int dimex_causal_conv1d_silu_fwd_cpu(const dimex_conv_params* params, int num_threads);
+
+/* RMSNorm with a weight, then the adaLN modulation (ABI version 7), per row r = (b, l) of D channels:
+ *   ms  = (sum_c x[r,c]^2) / D          (fp32; the sum in a fixed order: lane j of 32 adds channels j, j+32, ...
+ *                                        in turn, then the 32 partial sums are combined by an xor butterfly)
+ *   y   = x[r,c] * (1 / sqrt(ms + eps)) * weight[c]
+ *   out = y * (1 + scale[b,c]) + shift[b,c]     (only when scale / shift are given)
+ * x is fp32, fp16 or bf16 (x_dtype); weight, scale, shift and out share out_dtype. x is (batch, rows, D) and out
+ * (batch, rows, D), both by element strides; weight (D,) contiguous; scale and shift (batch, D) by strides, or NULL.
+ * Rounded once, from fp32, to out_dtype; the CPU and the GPU give the same bits. */
+typedef struct {
+  int64_t batch, rows, dim;
+  dimex_dtype x_dtype, out_dtype;
+  float eps;
+  const void* x;       int64_t x_stride[3];
+  const void* weight;
+  const void* scale;   int64_t scale_stride[2];
+  const void* shift;   int64_t shift_stride[2];
+  void* out;           int64_t out_stride[3];
+} dimex_norm_params;
+
+int dimex_rms_norm_modulate_fwd(const dimex_norm_params* params, cudaStream_t stream);
+int dimex_rms_norm_modulate_fwd_cpu(const dimex_norm_params* params, int num_threads);
 
 /* A static, human-readable description of a dimex_status code. */
 const char* dimex_status_string(int status);

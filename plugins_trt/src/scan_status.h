@@ -10,7 +10,7 @@ inline const char* status_text(int status) {
     case DIMEX_OK: return "ok";
     case DIMEX_ERR_INVALID_ARGUMENT:
       return "invalid argument (null pointer, non-positive or too large size, ngroups not dividing dim, a conv "
-             "width outside 1..8, or a misaligned workspace)";
+             "width outside 1..8, a negative eps, or a misaligned workspace)";
     case DIMEX_ERR_UNSUPPORTED: return "unsupported (dstate > 64, dstate > 32 for the GPU backward, or unknown dtype)";
     case DIMEX_ERR_CUDA: return "CUDA launch error (see cudaGetLastError)";
     case DIMEX_ERR_NO_CUDA:

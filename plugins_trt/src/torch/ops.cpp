@@ -1,13 +1,13 @@
-// The CPU and CUDA kernels of torch.ops.dimexport.selective_scan and torch.ops.dimexport.causal_conv1d_silu as a C++
+// The CPU and CUDA kernels of torch.ops.dimexport.selective_scan, causal_conv1d_silu and rms_norm_modulate as a C++
 // PyTorch operator library (libdimexport_torch_ops.so): an eager call goes dispatcher -> these checks -> the kernel of
 // libdimexport_scan.so, with no Python, ctypes or parameter marshalling on the path (issue "Whole-denoiser speed" §2:
 // the op's host cost).
 //
 // The ops' schemas, autograd formulas and fake (meta) functions stay in Python (dimexport/ops/selective_scan.py,
-// dimexport/ops/conv.py);
+// conv.py, norm.py);
 // dimexport/ops/_native.py loads this library after defining the op, only when it was built against the running
-// torch version, and then registers no Python kernels for CPU and CUDA. The checks repeat check_scan_inputs() and
-// check_conv_inputs() message for message; they raise ValueError, the base class of the Python path's InputError (the CLI validates its inputs
+// torch version, and then registers no Python kernels for CPU and CUDA. The checks repeat check_scan_inputs(),
+// check_conv_inputs() and check_norm_inputs() message for message; they raise ValueError, the base class of the Python path's InputError (the CLI validates its inputs
 // before any model runs, so its exit codes do not depend on which path raised).
 //
 // Only generic c10 interfaces are used (DeviceGuard, the current stream's native handle), so a CPU-only torch and a
@@ -184,6 +184,31 @@ void check_status(int status, const char* entry) {
   TORCH_CHECK(status == DIMEX_OK, entry, " failed: ", dimex_status_string(status));
 }
 
+// The current stream of t's device as the CUDA handle the C ABI takes (generic c10: no CUDA headers needed).
+cudaStream_t current_stream(const Tensor& t) {
+  const c10::impl::VirtualGuardImpl impl(t.device().type());
+  return static_cast<cudaStream_t>(impl.getStream(t.device()).native_handle());
+}
+
+// Python's repr of a float (1e-05, 0.5, -1.0), for messages that repeat the Python checks' words.
+std::string py_float(double v) {
+  std::ostringstream s;
+  s.precision(17);
+  s << v;
+  std::string text = s.str();
+  for (int digits = 1; digits <= 17; ++digits) {  // the shortest text that reads back as v, as repr() does
+    std::ostringstream t;
+    t.precision(digits);
+    t << v;
+    if (std::stod(t.str()) == v) {
+      text = t.str();
+      break;
+    }
+  }
+  if (text.find_first_of(".en") == std::string::npos) text += ".0";
+  return text;
+}
+
 // The library beside this one must implement the ABI it was compiled against (a stale copy would read the parameter
 // struct wrongly); checked once, at the first call.
 void check_library_abi() {
@@ -216,9 +241,7 @@ Tensor scan(const Tensor& u, const Tensor& delta, const Tensor& A_in, const Tens
     p.workspace = workspace.data_ptr();
     p.workspace_bytes = nbytes;
   }
-  const c10::impl::VirtualGuardImpl impl(u.device().type());
-  auto stream = static_cast<cudaStream_t>(impl.getStream(u.device()).native_handle());
-  check_status(dimex_selective_scan_fwd(&p, stream), "dimex_selective_scan_fwd");
+  check_status(dimex_selective_scan_fwd(&p, current_stream(u)), "dimex_selective_scan_fwd");
   return out;
 }
 
@@ -271,9 +294,66 @@ Tensor conv_silu(const Tensor& x, const Tensor& weight_in, const OptTensor& bias
     return out;
   }
   const c10::DeviceGuard guard(x.device());
-  const c10::impl::VirtualGuardImpl impl(x.device().type());
-  auto stream = static_cast<cudaStream_t>(impl.getStream(x.device()).native_handle());
-  check_status(dimex_causal_conv1d_silu_fwd(&p, stream), "dimex_causal_conv1d_silu_fwd");
+  check_status(dimex_causal_conv1d_silu_fwd(&p, current_stream(x)), "dimex_causal_conv1d_silu_fwd");
+  return out;
+}
+
+// check_norm_inputs() of dimexport/ops/norm.py, the same conditions in the same order and the same words.
+void check_norm_inputs(const Tensor& x, const Tensor& weight, const OptTensor& scale, const OptTensor& shift,
+                       double eps) {
+  TORCH_CHECK_VALUE(x.dim() == 3, "rms_norm_modulate: x must be (batch, tokens, dim), got shape ", shape_str(x.sizes()));
+  const int64_t batch = x.size(0), dim = x.size(2);
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"x", &x}, {"weight", &weight}})
+    TORCH_CHECK_VALUE(io_dtype(t->scalar_type()), "rms_norm_modulate: ", name, " has dtype ",
+                      dtype_str(t->scalar_type()), "; use float32, float16 or bfloat16");
+  TORCH_CHECK_VALUE(weight.dim() == 1 && weight.size(0) == dim, "rms_norm_modulate: weight must have shape (", dim,
+                    ",), got ", shape_str(weight.sizes()));
+  const std::vector<int64_t> mod_shape{batch, 1, dim};
+  for (const auto& [name, t] : {std::pair<const char*, const OptTensor*>{"scale", &scale}, {"shift", &shift}}) {
+    if (!t->has_value()) continue;
+    TORCH_CHECK_VALUE((*t)->sizes() == c10::IntArrayRef(mod_shape), "rms_norm_modulate: ", name,
+                      " must have shape ", shape_str(mod_shape), ", got ", shape_str((*t)->sizes()));
+    TORCH_CHECK_VALUE((*t)->scalar_type() == weight.scalar_type(), "rms_norm_modulate: ", name, " has dtype ",
+                      dtype_str((*t)->scalar_type()), "; it must match weight (", dtype_str(weight.scalar_type()), ")");
+  }
+  TORCH_CHECK_VALUE(eps >= 0, "rms_norm_modulate: eps must be >= 0, got ", py_float(eps));
+  const auto opt = [](const OptTensor& t) { return t.has_value() ? &*t : nullptr; };
+  const std::string devices = device_list({&x, &weight, opt(scale), opt(shift)});
+  TORCH_CHECK_VALUE(devices.empty(), "rms_norm_modulate: all inputs must be on one device, got ", devices);
+}
+
+Tensor norm_modulate(const Tensor& x, const Tensor& weight_in, const OptTensor& scale, const OptTensor& shift,
+                     double eps) {
+  check_library_abi();
+  check_norm_inputs(x, weight_in, scale, shift, eps);
+  const Tensor weight = weight_in.contiguous();
+  Tensor out = at::empty(x.sizes(), x.options().dtype(weight.scalar_type()));
+  if (out.numel() == 0) return out;
+  dimex_norm_params p{};
+  p.batch = x.size(0);
+  p.rows = x.size(1);
+  p.dim = x.size(2);
+  p.x_dtype = abi_dtype(x.scalar_type());
+  p.out_dtype = abi_dtype(weight.scalar_type());
+  p.eps = static_cast<float>(eps);
+  p.x = x.data_ptr();
+  copy_strides(x, p.x_stride);
+  p.weight = weight.data_ptr();
+  for (const auto& [t, ptr, stride] : {std::tuple<const OptTensor*, const void**, int64_t*>{&scale, &p.scale, p.scale_stride},
+                                       {&shift, &p.shift, p.shift_stride}}) {
+    if (!t->has_value()) continue;
+    *ptr = (*t)->data_ptr();
+    stride[0] = (*t)->stride(0);  // (batch, 1, dim): the middle dimension has size 1
+    stride[1] = (*t)->stride(2);
+  }
+  p.out = out.data_ptr();
+  copy_strides(out, p.out_stride);
+  if (x.device().is_cpu()) {
+    check_status(dimex_rms_norm_modulate_fwd_cpu(&p, at::get_num_threads()), "dimex_rms_norm_modulate_fwd_cpu");
+    return out;
+  }
+  const c10::DeviceGuard guard(x.device());
+  check_status(dimex_rms_norm_modulate_fwd(&p, current_stream(x)), "dimex_rms_norm_modulate_fwd");
   return out;
 }
 
@@ -283,8 +363,10 @@ Tensor conv_silu(const Tensor& x, const Tensor& weight_in, const OptTensor& bias
 TORCH_LIBRARY_IMPL(dimexport, CPU, m) {
   m.impl("selective_scan", &scan);
   m.impl("causal_conv1d_silu", &conv_silu);
+  m.impl("rms_norm_modulate", &norm_modulate);
 }
 TORCH_LIBRARY_IMPL(dimexport, CUDA, m) {
   m.impl("selective_scan", &scan);
   m.impl("causal_conv1d_silu", &conv_silu);
+  m.impl("rms_norm_modulate", &norm_modulate);
 }

@@ -1,0 +1,66 @@
+// RMSNorm + adaLN modulation on the GPU (dimex_rms_norm_modulate_fwd, include/dimexport_scan.h): one warp per row, the
+// row read twice (sum of squares, then the output; the second read hits L1/L2 for DiM's 1536-channel rows), written
+// once. Memory-bound: the floor is reading x and writing out once (issue "Whole-denoiser speed" §2).
+#include <cuda_runtime.h>
+
+#include "norm_modulate.h"
+
+#define DIMEX_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace dimex {
+namespace {
+
+constexpr int kWarps = 4;  // rows per CTA
+
+template <dimex_dtype XT, dimex_dtype OT>
+__global__ void __launch_bounds__(kWarps * 32) norm_kernel(dimex_norm_params p) {
+  using X = typename Io<XT>::T;
+  using O = typename Io<OT>::T;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (r >= p.batch * p.rows) return;
+  const int64_t b = r / p.rows, l = r - b * p.rows;
+  const int lane = threadIdx.x % 32;
+  const X* x = static_cast<const X*>(p.x) + b * p.x_stride[0] + l * p.x_stride[1];
+  O* out = static_cast<O*>(p.out) + b * p.out_stride[0] + l * p.out_stride[1];
+  float acc = partial_sum_sq<XT>(x, p.x_stride[2], p.dim, lane);
+#pragma unroll
+  for (int off = 16; off >= 1; off /= 2) acc = add_rn(acc, __shfl_xor_sync(0xffffffffu, acc, off));
+  const float inv = inv_rms(acc, p.dim, p.eps);
+  const O* w = static_cast<const O*>(p.weight);
+  const O* scale = static_cast<const O*>(p.scale);
+  const O* shift = static_cast<const O*>(p.shift);
+  for (int64_t c = lane; c < p.dim; c += 32) {
+    float sc, sh;
+    if (scale) sc = Io<OT>::load(scale[b * p.scale_stride[0] + c * p.scale_stride[1]]);
+    if (shift) sh = Io<OT>::load(shift[b * p.shift_stride[0] + c * p.shift_stride[1]]);
+    out[c * p.out_stride[2]] = Io<OT>::store(
+        modulate(Io<XT>::load(x[c * p.x_stride[2]]), inv, Io<OT>::load(w[c]), scale ? &sc : nullptr,
+                 shift ? &sh : nullptr));
+  }
+}
+
+template <dimex_dtype XT>
+void launch_out(const dimex_norm_params& p, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>((p.batch * p.rows + kWarps - 1) / kWarps);
+  switch (p.out_dtype) {
+    case DIMEX_FLOAT16: norm_kernel<XT, DIMEX_FLOAT16><<<blocks, kWarps * 32, 0, stream>>>(p); break;
+    case DIMEX_BFLOAT16: norm_kernel<XT, DIMEX_BFLOAT16><<<blocks, kWarps * 32, 0, stream>>>(p); break;
+    default: norm_kernel<XT, DIMEX_FLOAT32><<<blocks, kWarps * 32, 0, stream>>>(p); break;
+  }
+}
+
+}  // namespace
+}  // namespace dimex
+
+DIMEX_EXPORT int dimex_rms_norm_modulate_fwd(const dimex_norm_params* p, cudaStream_t stream) {
+  const int status = dimex::check_norm_params(p);
+  if (status != DIMEX_OK) return status;
+  if ((p->batch * p->rows + dimex::kWarps - 1) / dimex::kWarps > 0x7fffffff) return DIMEX_ERR_INVALID_ARGUMENT;
+  (void)cudaGetLastError();  // an earlier, unrelated error must not be reported as this call's
+  switch (p->x_dtype) {
+    case DIMEX_FLOAT16: dimex::launch_out<DIMEX_FLOAT16>(*p, stream); break;
+    case DIMEX_BFLOAT16: dimex::launch_out<DIMEX_BFLOAT16>(*p, stream); break;
+    default: dimex::launch_out<DIMEX_FLOAT32>(*p, stream); break;
+  }
+  return cudaPeekAtLastError() == cudaSuccess ? DIMEX_OK : DIMEX_ERR_CUDA;
+}

@@ -1,0 +1,85 @@
+// RMSNorm + adaLN modulation on the CPU (dimex_rms_norm_modulate_fwd_cpu, include/dimexport_scan.h): rows spread over
+// OpenMP threads; each row replays the CUDA kernel's order (32 lane partial sums, the xor butterfly), so the CPU and
+// the GPU give the same bits for any thread count. x86-64 builds carry an AVX2+FMA copy (hardware FMAs).
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "norm_modulate.h"
+
+#define DIMEX_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace dimex {
+namespace {
+
+using RowFn = void (*)(const dimex_norm_params&, int64_t);
+
+template <dimex_dtype XT, dimex_dtype OT>
+DIMEX_HD void norm_row(const dimex_norm_params& p, int64_t r) {
+  using X = typename Io<XT>::T;
+  using O = typename Io<OT>::T;
+  const int64_t b = r / p.rows, l = r - b * p.rows;
+  const X* x = static_cast<const X*>(p.x) + b * p.x_stride[0] + l * p.x_stride[1];
+  O* out = static_cast<O*>(p.out) + b * p.out_stride[0] + l * p.out_stride[1];
+  float part[kNormLanes];
+  for (int lane = 0; lane < kNormLanes; ++lane) part[lane] = partial_sum_sq<XT>(x, p.x_stride[2], p.dim, lane);
+  for (int off = kNormLanes / 2; off >= 1; off /= 2) {
+    float next[kNormLanes];
+    for (int lane = 0; lane < kNormLanes; ++lane) next[lane] = add_rn(part[lane], part[lane ^ off]);
+    for (int lane = 0; lane < kNormLanes; ++lane) part[lane] = next[lane];
+  }
+  const float inv = inv_rms(part[0], p.dim, p.eps);
+  const O* w = static_cast<const O*>(p.weight);
+  const O* scale = static_cast<const O*>(p.scale);
+  const O* shift = static_cast<const O*>(p.shift);
+  for (int64_t c = 0; c < p.dim; ++c) {
+    float sc = 0.0f, sh = 0.0f;
+    if (scale) sc = Io<OT>::load(scale[b * p.scale_stride[0] + c * p.scale_stride[1]]);
+    if (shift) sh = Io<OT>::load(shift[b * p.shift_stride[0] + c * p.shift_stride[1]]);
+    out[c * p.out_stride[2]] = Io<OT>::store(
+        modulate(Io<XT>::load(x[c * p.x_stride[2]]), inv, Io<OT>::load(w[c]), scale ? &sc : nullptr,
+                 shift ? &sh : nullptr));
+  }
+}
+
+template <dimex_dtype XT, dimex_dtype OT>
+void row_default(const dimex_norm_params& p, int64_t r) { norm_row<XT, OT>(p, r); }
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+template <dimex_dtype XT, dimex_dtype OT>
+__attribute__((target("avx2,fma"))) void row_avx2(const dimex_norm_params& p, int64_t r) { norm_row<XT, OT>(p, r); }
+#endif
+
+template <dimex_dtype XT, dimex_dtype OT>
+RowFn pick() {
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+  static const bool fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (fma) return row_avx2<XT, OT>;
+#endif
+  return row_default<XT, OT>;
+}
+
+template <dimex_dtype XT>
+RowFn pick_out(dimex_dtype out) {
+  return out == DIMEX_FLOAT16 ? pick<XT, DIMEX_FLOAT16>() : out == DIMEX_BFLOAT16 ? pick<XT, DIMEX_BFLOAT16>()
+                                                                                   : pick<XT, DIMEX_FLOAT32>();
+}
+
+}  // namespace
+}  // namespace dimex
+
+DIMEX_EXPORT int dimex_rms_norm_modulate_fwd_cpu(const dimex_norm_params* p, int num_threads) {
+  const int status = dimex::check_norm_params(p);
+  if (status != DIMEX_OK) return status;
+  const dimex::RowFn fn = p->x_dtype == DIMEX_FLOAT16    ? dimex::pick_out<DIMEX_FLOAT16>(p->out_dtype)
+                          : p->x_dtype == DIMEX_BFLOAT16 ? dimex::pick_out<DIMEX_BFLOAT16>(p->out_dtype)
+                                                         : dimex::pick_out<DIMEX_FLOAT32>(p->out_dtype);
+  const int64_t rows = p->batch * p->rows;
+#ifdef _OPENMP
+  const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+  for (int64_t r = 0; r < rows; ++r) fn(*p, r);
+  (void)num_threads;
+  return DIMEX_OK;
+}

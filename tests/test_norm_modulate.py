@@ -1,0 +1,165 @@
+"""The fused RMSNorm + adaLN modulation op (torch.ops.dimexport.rms_norm_modulate): CPU and CUDA kernels against an fp64
+reference over random shapes, strides and dtype pairs; CPU and GPU bit for bit; the C++ checks' words; gradients;
+opcheck; DiM's block and DiS's norm against the unfused code."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import pytest
+import torch
+
+from dimexport.errors import InputError
+from dimexport.ops import _native, rms_norm_modulate, rms_norm_modulate_reference
+from dimexport.ops.testing import torch_ops_or_skip
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+HALF_ULP = {torch.float32: 2**-24, torch.float16: 2**-11, torch.bfloat16: 2**-8}
+
+
+def norm_inputs(batch: int, tokens: int, dim: int, x_dtype, out_dtype, modulate: bool, strided: bool, seed: int,
+                device: str = "cpu"):
+    """x as DiM hands it over (the fp32 residual, or a strided view), weight, and (B, 1, D) views of a (B, 3, D)
+    modulation as DiMBlock's chunk gives them."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, tokens, dim + 3 if strided else dim, generator=g) * 3
+    x = x[..., 2:dim + 2] if strided else x
+    weight = 1 + 0.3 * torch.randn(dim, generator=g)
+    mod = 0.5 * torch.randn(batch, 3, dim, generator=g)
+    shift, scale, _ = mod.to(out_dtype).chunk(3, dim=1)
+    to = lambda t, dt: t.to(device=device, dtype=dt)  # noqa: E731
+    return (to(x, x_dtype), to(weight, out_dtype), to(scale, out_dtype) if modulate else None,
+            to(shift, out_dtype) if modulate else None)
+
+
+def assert_close_to_fp64(out, x, weight, scale, shift, eps: float = 1e-5) -> None:
+    """Half an ulp of the output dtype of the exact result, plus fp32 rounding on the terms' magnitudes."""
+    d = lambda t: None if t is None else t.double()  # noqa: E731
+    x64, w64 = x.double(), weight.double()
+    inv = torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + eps)
+    ref = x64 * inv * w64
+    mag = ref.abs()
+    if scale is not None:
+        ref = ref * (1 + d(scale))
+        mag = mag * (1 + d(scale).abs())
+    if shift is not None:
+        ref = ref + d(shift)
+        mag = mag + d(shift).abs()
+    err = (out.double() - ref).abs()
+    bound = HALF_ULP[out.dtype] * 1.01 * ref.abs() + 1e-6 * mag + 1e-30
+    assert out.shape == x.shape and out.is_contiguous() and out.dtype == weight.dtype
+    assert torch.all(err <= bound), f"max error {err.max().item():.3g}, worst ratio {(err / bound).max().item():.3g}"
+
+
+def random_cases(n: int, seed: int):
+    rng = random.Random(seed)
+    return [(rng.randint(1, 3), rng.choice([1, 7, 33]), rng.choice([1, 5, 32, 100, 1536]), rng.choice(DTYPES),
+             rng.choice(DTYPES), rng.random() < 0.7, rng.random() < 0.5, i) for i in range(n)]
+
+
+@pytest.mark.parametrize("batch,tokens,dim,x_dtype,out_dtype,modulate,strided,seed", random_cases(30, seed=8))
+def test_cpu_kernel_matches_fp64(batch, tokens, dim, x_dtype, out_dtype, modulate, strided, seed):
+    torch_ops_or_skip()
+    x, w, scale, shift = norm_inputs(batch, tokens, dim, x_dtype, out_dtype, modulate, strided, seed)
+    assert_close_to_fp64(rms_norm_modulate(x, w, scale, shift, 1e-5), x, w, scale, shift)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch,tokens,dim,x_dtype,out_dtype,modulate,strided,seed", random_cases(60, seed=9))
+def test_cuda_kernel_matches_fp64_and_the_cpu_bit_for_bit(batch, tokens, dim, x_dtype, out_dtype, modulate, strided,
+                                                          seed):
+    torch_ops_or_skip()
+    args = norm_inputs(batch, tokens, dim, x_dtype, out_dtype, modulate, strided, seed, device="cuda")
+    out = rms_norm_modulate(*args, 1e-5)
+    cpu_args = [None if t is None else t.cpu() for t in args]
+    assert out.is_cuda
+    assert_close_to_fp64(out.cpu(), *cpu_args)
+    assert torch.equal(out.cpu(), rms_norm_modulate(*cpu_args, 1e-5))
+
+
+def test_result_does_not_depend_on_the_thread_count():
+    torch_ops_or_skip()
+    args = norm_inputs(2, 33, 1536, torch.float32, torch.float16, True, False, seed=2)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = rms_norm_modulate(*args)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, rms_norm_modulate(*args))
+
+
+def test_cpp_operator_serves_the_op_and_python_kernels_switch_to_the_reference():
+    torch_ops_or_skip()
+    args = norm_inputs(2, 9, 64, torch.float32, torch.float16, True, False, seed=3)
+    fused = rms_norm_modulate(*args)
+    with _native.python_kernels():
+        reference = rms_norm_modulate(*args)
+    assert torch.equal(reference, rms_norm_modulate_reference(*args))
+    assert not torch.equal(fused, reference)  # the reference rounds to fp16 after the norm and after the scale
+    assert torch.equal(rms_norm_modulate(*args), fused)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(x=torch.zeros(2, 8)), "rms_norm_modulate: x must be (batch, tokens, dim), got shape (2, 8)"),
+        (dict(x=torch.zeros(2, 5, 8, dtype=torch.float64)),
+         "rms_norm_modulate: x has dtype torch.float64; use float32, float16 or bfloat16"),
+        (dict(weight=torch.zeros(8, dtype=torch.int32), scale=None, shift=None),
+         "rms_norm_modulate: weight has dtype torch.int32; use float32, float16 or bfloat16"),
+        (dict(weight=torch.zeros(9)), "rms_norm_modulate: weight must have shape (8,), got (9,)"),
+        (dict(scale=torch.zeros(2, 8)), "rms_norm_modulate: scale must have shape (2, 1, 8), got (2, 8)"),
+        (dict(shift=torch.zeros(1, 1, 8)), "rms_norm_modulate: shift must have shape (2, 1, 8), got (1, 1, 8)"),
+        (dict(shift=torch.zeros(2, 1, 8, dtype=torch.float16)),
+         "rms_norm_modulate: shift has dtype torch.float16; it must match weight (torch.float32)"),
+        (dict(eps=-1.0), "rms_norm_modulate: eps must be >= 0, got -1.0"),
+        (dict(eps=-1e-05), "rms_norm_modulate: eps must be >= 0, got -1e-05"),
+        (dict(scale=torch.zeros(2, 1, 8, device="meta")),
+         "rms_norm_modulate: all inputs must be on one device, got ['cpu', 'meta']"),
+    ],
+)
+@pytest.mark.parametrize("python", [False, True], ids=["registered-kernels", "python-kernels"])
+def test_bad_inputs_are_named(change, message, python):
+    """The same words from the C++ operator's checks (ValueError) and the Python ones (InputError, a ValueError)."""
+    if not python:
+        torch_ops_or_skip()
+    args = dict(x=torch.zeros(2, 5, 8), weight=torch.ones(8), scale=torch.zeros(2, 1, 8), shift=torch.zeros(2, 1, 8),
+                eps=1e-5) | change
+    with _native.python_kernels() if python else contextlib.nullcontext():
+        with pytest.raises(InputError if python else ValueError) as exc:
+            rms_norm_modulate(**args)
+    assert str(exc.value) == message
+
+
+def test_gradients_are_the_references():
+    args = norm_inputs(2, 7, 32, torch.float32, torch.float32, True, True, seed=4)
+    grad = torch.randn(2, 7, 32, generator=torch.Generator().manual_seed(9))
+    grads = []
+    for fn in (rms_norm_modulate, rms_norm_modulate_reference):
+        leaves = [t.detach().requires_grad_() for t in args]
+        fn(*leaves, 1e-5).backward(grad)
+        grads.append([t.grad for t in leaves])
+    for fused, ref in zip(*grads):
+        assert torch.equal(fused, ref)
+
+
+def test_opcheck():
+    x, w, scale, shift = norm_inputs(2, 6, 16, torch.float32, torch.float32, True, False, seed=5)
+    torch.library.opcheck(rms_norm_modulate, (x, w, scale, shift, 1e-5))
+    torch.library.opcheck(rms_norm_modulate, (x.detach().requires_grad_(), w, None, None, 1e-6))
+
+
+@pytest.mark.parametrize("model", ["dim-tiny", "dis-tiny"])
+def test_models_with_the_fused_ops_match_the_unfused_models(model):
+    """A whole DiM (norm + modulation) and DiS (plain norm) forward with the fused ops against the references."""
+    from dimexport.models import build_model, example_inputs
+
+    net = build_model(model, seed=0).eval()
+    inputs = example_inputs(net.cfg, 2)
+    with torch.no_grad():
+        fused = net(*inputs)
+        with _native.python_kernels(reference=True):
+            unfused = net(*inputs)
+    assert (fused - unfused).abs().max().item() <= 1e-5 * max(1.0, unfused.abs().max().item())
