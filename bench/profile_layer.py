@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dimexport.models import cuda_graphed  # noqa: E402
+from dimexport.models import cast_model, cuda_graphed  # noqa: E402
 from dimexport.models.checkpoint import load_model  # noqa: E402
 from dimexport.verify.speed import environment, time_calls  # noqa: E402
 from scan import copy_bandwidth  # noqa: E402
@@ -171,7 +171,8 @@ def main() -> None:
     args = ap.parse_args()
     dtype = DTYPES[args.dtype]
     device = torch.device(args.device)
-    model = load_model(args.model, resolution=args.resolution).to(device, dtype).eval()
+    # cast as the denoiser does: A_log, D and the dt bias stay fp32 (no per-call conversions to profile)
+    model = cast_model(load_model(args.model, resolution=args.resolution).to(device), dtype).eval()
     layer = args.layer if args.layer is not None else next(
         i for i, b in enumerate(model.transformer_blocks) if b.skip_linear is not None)
     bw = copy_bandwidth(1 << 30 if device.type == "cuda" else 1 << 26, device=device.type)
