@@ -1,7 +1,8 @@
 """The fused ops against their floors and against the unfused PyTorch code they replace (issue "Whole-denoiser speed"
 §2), at dim-h's shapes (found by running the model on the meta device), fp16, batch 1 and 8:
 - causal conv1d + SiLU, x handed over token-major (a slice of in_proj's output) and channel-major (rows along L);
-- RMSNorm + adaLN modulation, the fp32 residual in, fp16 out, as DiMBlock runs it.
+- RMSNorm + adaLN modulation, the fp32 residual in, fp16 out, as DiMBlock runs it;
+- the gated residual: fp32 residual + (1 + gate) * fp16 mixer output.
 
 Per row: the kernel's time as a CUDA graph of many calls (the GPU time), the unfused torch code the same way, one
 synchronised eager call of the op, and the floor (inputs read and output written once at the measured copy
@@ -64,6 +65,13 @@ def norm_sets(batch: int, tokens: int, dim: int, n: int) -> list[dict]:
     return sets
 
 
+def residual_sets(batch: int, tokens: int, dim: int, n: int) -> list[dict]:
+    """n input sets: the fp32 residual, the fp16 mixer output and a (B, 1, D) view of a (B, 3, D) gate."""
+    return [dict(u=torch.randn(batch, tokens, dim, device="cuda"),
+                 y=torch.randn(batch, tokens, dim, device="cuda", dtype=torch.float16),
+                 gate=torch.randn(batch, 3, dim, device="cuda", dtype=torch.float16)[:, 2:]) for _ in range(n)]
+
+
 def unfused_conv(s: dict, out=None) -> torch.Tensor:
     """What the mixer ran before: nn.Conv1d(padding=K-1, groups=D) on x, the slice, F.silu."""
     x, w = s["u"], s["w"]
@@ -89,7 +97,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--md", type=Path)
     args = ap.parse_args()
-    from dimexport.ops import _native, causal_conv1d_silu, rms_norm_modulate, rms_norm_modulate_reference
+    from dimexport.ops import (_native, causal_conv1d_silu, gated_residual, gated_residual_reference, rms_norm_modulate,
+                               rms_norm_modulate_reference)
 
     problem = _native.torch_ops_problem()
     if problem is not None:
@@ -101,6 +110,8 @@ def main() -> None:
     conv = lambda s, out=None: causal_conv1d_silu(s["u"], s["w"], s["b"])  # noqa: E731
     norm = lambda s, out=None: rms_norm_modulate(s["u"], s["w"], s["scale"], s["shift"])  # noqa: E731
     unfused_norm = lambda s, out=None: rms_norm_modulate_reference(s["u"], s["w"], s["scale"], s["shift"])  # noqa: E731
+    residual = lambda s, out=None: gated_residual(s["u"], s["y"], s["gate"])  # noqa: E731
+    unfused_residual = lambda s, out=None: gated_residual_reference(s["u"], s["y"], s["gate"])  # noqa: E731
     rows = []
     for res in (int(r) for r in args.resolutions.split(",")):
         hidden, dim, seqlen, width = mixer_shape(args.model, res)
@@ -114,6 +125,10 @@ def main() -> None:
             rows.append(row(norm_sets(batch, seqlen, hidden, count(nbytes)), norm, unfused_norm, nbytes, bw,
                             op="rms_norm_modulate", resolution=res, batch=batch, shape=f"{seqlen} × {hidden}",
                             layout="fp32 in, fp16 out"))
+            nbytes = batch * seqlen * hidden * (4 + 2 + 4)  # fp32 residual + fp16 y read, fp32 out written
+            rows.append(row(residual_sets(batch, seqlen, hidden, count(nbytes)), residual, unfused_residual, nbytes,
+                            bw, op="gated_residual", resolution=res, batch=batch, shape=f"{seqlen} × {hidden}",
+                            layout="fp32 + fp16 in, fp32 out"))
     env = environment() | dict(copy_bandwidth_GBps=bw / 1e9)
     if args.json:
         args.json.write_text(json.dumps(dict(env=env, rows=rows), indent=1))

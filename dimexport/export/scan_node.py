@@ -1,5 +1,5 @@
 """The ONNX form of the selective scan (one `trt.plugins::DimSelectiveScan` node per scan call) and of the fused
-causal conv + SiLU and RMSNorm + modulation (standard ops).
+causal conv + SiLU, RMSNorm + modulation and gated residual (standard ops).
 
 This module is the one place that knows the node's contract, shared by the exporter, the checker
 (OpSchema), the portable rewrite, ONNX Runtime's reference kernel and (in C++) the TensorRT plugin:
@@ -109,10 +109,17 @@ def translate_rms_norm_modulate(x, weight, scale=None, shift=None, eps=1e-5):
     return y
 
 
+def translate_gated_residual(residual, y, gate):
+    """custom_translation_table entry for torch.ops.dimexport.gated_residual: the reference's standard ops."""
+    gated = op.Mul(op.Add(op.CastLike(op.Constant(value_float=1.0), gate), gate), y)
+    return op.Add(residual, op.CastLike(gated, residual))
+
+
 def translation_table() -> dict:
     """torch.onnx.export's custom_translation_table for dimexport's ops (the one list the exporter and tests use)."""
     return {
         torch.ops.dimexport.selective_scan.default: translate_selective_scan,
         torch.ops.dimexport.causal_conv1d_silu.default: translate_causal_conv1d_silu,
         torch.ops.dimexport.rms_norm_modulate.default: translate_rms_norm_modulate,
+        torch.ops.dimexport.gated_residual.default: translate_gated_residual,
     }

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..configs import DIM_PAD, DIM_SEPARATORS, ModelConfig
-from ..ops import rms_norm_modulate
+from ..ops import gated_residual, rms_norm_modulate
 from .layers import Mamba, PatchEmbed, RMSNorm, depthwise_conv2d, timestep_embedding, unpatchify
 from .scan_order import ScanLayout, pattern_chain
 
@@ -105,7 +105,7 @@ class DiMBlock(nn.Module):
         shift, scale, gate = (self.scale_shift_table[None] + mod.view(mod.shape[0], 3, -1)).chunk(3, dim=1)
         norm = self.norm1.norm
         n = rms_norm_modulate(s, norm.weight, scale, shift, norm.eps)  # norm1(s) * (1 + scale) + shift, fused
-        return s + ((1 + gate) * self.attn1(n)).float()
+        return gated_residual(s, self.attn1(n), gate)  # s + ((1 + gate) * attn1(n)).float(), fused
 
 
 def resize_position_table(table: Tensor, extra_len: int, grid: int) -> Tensor:

@@ -1,13 +1,15 @@
 """Custom ops used by the models; importing this package registers them with torch.
 
 The selective scan runs the fused kernels of libdimexport_scan.so (CPU and CUDA) when it is built
-(dimexport/lib/ or $DIMEXPORT_SCAN_LIB), else the pure-PyTorch reference; the fused causal conv + SiLU and RMSNorm
-+ modulation run them through the C++ operator library (libdimexport_torch_ops.so), else their references.
+(dimexport/lib/ or $DIMEXPORT_SCAN_LIB), else the pure-PyTorch reference; the fused causal conv + SiLU, RMSNorm +
+modulation and gated residual run them through the C++ operator library (libdimexport_torch_ops.so), else their
+references.
 """
 
 from . import _native
 from .conv import causal_conv1d_silu, causal_conv1d_silu_reference, check_conv_inputs
 from .norm import check_norm_inputs, rms_norm_modulate, rms_norm_modulate_reference
+from .residual import check_residual_inputs, gated_residual, gated_residual_reference
 from .selective_scan import (
     OP_NAME,
     check_scan_inputs,
@@ -18,5 +20,5 @@ from .selective_scan import (
 _native.register_kernels()
 
 __all__ = ["OP_NAME", "causal_conv1d_silu", "causal_conv1d_silu_reference", "check_conv_inputs", "check_norm_inputs",
-           "check_scan_inputs", "rms_norm_modulate", "rms_norm_modulate_reference", "selective_scan",
-           "selective_scan_reference"]
+           "check_residual_inputs", "check_scan_inputs", "gated_residual", "gated_residual_reference",
+           "rms_norm_modulate", "rms_norm_modulate_reference", "selective_scan", "selective_scan_reference"]

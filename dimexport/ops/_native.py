@@ -33,7 +33,8 @@ _DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _ENTRIES = ("dimex_scan_has_cuda", "dimex_selective_scan_fwd", "dimex_selective_scan_fwd_cpu", "dimex_selective_scan_bwd_cpu",
             "dimex_selective_scan_bwd", "dimex_selective_scan_bwd_workspace_size",
             "dimex_selective_scan_workspace_size", "dimex_status_string", "dimex_causal_conv1d_silu_fwd",
-            "dimex_causal_conv1d_silu_fwd_cpu", "dimex_rms_norm_modulate_fwd", "dimex_rms_norm_modulate_fwd_cpu")
+            "dimex_causal_conv1d_silu_fwd_cpu", "dimex_rms_norm_modulate_fwd", "dimex_rms_norm_modulate_fwd_cpu",
+            "dimex_gated_residual_fwd", "dimex_gated_residual_fwd_cpu")
 # The GPU backward's limit (dimexport_scan.h); larger states differentiate the reference.
 MAX_DSTATE_CUDA_BWD = 32
 
@@ -403,7 +404,7 @@ def register_kernels() -> None:
     """Give torch.ops.dimexport.selective_scan its CPU and CUDA kernels: the C++ operator's when it loads (no Python on
     the call path), else Python ones calling the native kernels through ctypes, which fall back to the reference when
     the library is missing, does not load, or (CUDA) was built without CUDA, so every tensor always works.
-    The fused ops (causal_conv1d_silu, rms_norm_modulate) have no ctypes path: the C++ operator's kernels, else their
+    The fused ops (causal_conv1d_silu, rms_norm_modulate, gated_residual) have no ctypes path: the C++ operator's kernels, else their
     references."""
     if torch_ops_problem() is None:
         return
@@ -417,9 +418,9 @@ def register_kernels() -> None:
 def python_kernels(reference: bool = False) -> Iterator[None]:
     """Inside the block the ops run Python kernels registered over the current ones (the dispatcher restores those
     after it): the scan's ctypes path to the native kernels, or with `reference` the pure-torch reference, forward
-    and backward; the fused causal conv + SiLU and RMSNorm + modulation their references. Tests and benchmarks compare
+    and backward; the fused ops (causal conv + SiLU, RMSNorm + modulation, gated residual) their references. Tests and benchmarks compare
     the kernels and their call paths against these."""
-    from . import conv, norm
+    from . import conv, norm, residual
 
     global _forced_reference
     lib = torch.library.Library("dimexport", "IMPL")
@@ -427,7 +428,7 @@ def python_kernels(reference: bool = False) -> Iterator[None]:
         warnings.simplefilter("ignore")
         for device_type, (native, run) in _PYTHON_KERNELS.items():
             lib.impl("selective_scan", _python_kernel(device_type, native, run, reference), device_type.upper())
-            for fused in (conv, norm):
+            for fused in (conv, norm, residual):
                 lib.impl(fused.OP_NAME.split("::")[1], fused.reference_kernel, device_type.upper())
     _forced_reference += reference
     try:

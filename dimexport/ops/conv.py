@@ -60,8 +60,9 @@ def causal_conv1d_silu_reference(x: Tensor, weight: Tensor, bias: Optional[Tenso
 
 
 def reference_kernel(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, reverse: bool = False) -> Tensor:
-    """silu(depthwise causal conv1d of x (B, D, L) with weight (D, K) and bias (D,)); contiguous (B, D, L) in x's
-    dtype. The C++ operator's kernels replace this body on the CPU and the GPU when they load."""
+    """The op's body: checks, then the reference. silu(depthwise causal conv1d of x (B, D, L) with weight (D, K)
+    and bias (D,)), contiguous (B, D, L) in x's dtype; the C++ operator's kernels replace it on the CPU and the GPU
+    when they load."""
     check_conv_inputs(x, weight, bias)
     return causal_conv1d_silu_reference(x, weight, bias, reverse)
 

@@ -61,8 +61,9 @@ def rms_norm_modulate_reference(x: Tensor, weight: Tensor, scale: Optional[Tenso
 
 def reference_kernel(x: Tensor, weight: Tensor, scale: Optional[Tensor] = None, shift: Optional[Tensor] = None,
                       eps: float = 1e-5) -> Tensor:
-    """RMSNorm of x (B, L, D) with weight (D,), then `* (1 + scale) + shift` (each (B, 1, D) or None); contiguous
-    (B, L, D) in the weight's dtype. The C++ operator's kernels replace this body on the CPU and the GPU."""
+    """The op's body: checks, then the reference. RMSNorm of x (B, L, D) with weight (D,), then
+    `* (1 + scale) + shift` (each (B, 1, D) or None), contiguous (B, L, D) in the weight's dtype; the C++ operator's
+    kernels replace it on the CPU and the GPU when they load."""
     check_norm_inputs(x, weight, scale, shift, eps)
     return rms_norm_modulate_reference(x, weight, scale, shift, eps)
 

@@ -29,8 +29,9 @@
  * causal conv1d and its SiLU in one pass (the conv's input read in place, through strides), for the PyTorch op
  * only: TensorRT fuses a standard Conv + SiLU itself.
  *
- * RMSNorm + modulation (ABI version 7): dimex_rms_norm_modulate_fwd / _cpu normalise each token and apply DiM's
- * adaLN modulation in one pass (for the PyTorch op only, like the conv).
+ * RMSNorm + modulation and the gated residual (ABI version 7): dimex_rms_norm_modulate_fwd / _cpu normalise each
+ * token and apply DiM's adaLN modulation in one pass, dimex_gated_residual_fwd / _cpu add a block's gated output to
+ * the residual stream (for the PyTorch op only, like the conv).
  */
 #ifndef DIMEXPORT_SCAN_H
 #define DIMEXPORT_SCAN_H
@@ -166,6 +167,22 @@ typedef struct {
 
 int dimex_rms_norm_modulate_fwd(const dimex_norm_params* params, cudaStream_t stream);
 int dimex_rms_norm_modulate_fwd_cpu(const dimex_norm_params* params, int num_threads);
+
+/* DiM's gated residual (ABI version 7), per batch b, token l, channel c:
+ *   out[b,l,c] = residual[b,l,c] + (1 + gate[b,c]) * y[b,l,c]        (fp32 math, rounded once to res_dtype)
+ * residual and out share res_dtype, y and gate share y_dtype; all (batch, rows, dim) by element strides, gate
+ * (batch, dim). out may be residual itself (in place). */
+typedef struct {
+  int64_t batch, rows, dim;
+  dimex_dtype res_dtype, y_dtype;
+  const void* residual; int64_t residual_stride[3];
+  const void* y;        int64_t y_stride[3];
+  const void* gate;     int64_t gate_stride[2];
+  void* out;            int64_t out_stride[3];
+} dimex_residual_params;
+
+int dimex_gated_residual_fwd(const dimex_residual_params* params, cudaStream_t stream);
+int dimex_gated_residual_fwd_cpu(const dimex_residual_params* params, int num_threads);
 
 /* A static, human-readable description of a dimex_status code. */
 const char* dimex_status_string(int status);

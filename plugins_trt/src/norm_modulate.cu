@@ -1,7 +1,10 @@
-// RMSNorm + adaLN modulation on the GPU (dimex_rms_norm_modulate_fwd, include/dimexport_scan.h): one warp per row, the
-// row read twice (sum of squares, then the output; the second read hits L1/L2 for DiM's 1536-channel rows), written
-// once. Memory-bound: the floor is reading x and writing out once (issue "Whole-denoiser speed" §2).
+// RMSNorm + adaLN modulation and the gated residual on the GPU (dimex_rms_norm_modulate_fwd, dimex_gated_residual_fwd,
+// include/dimexport_scan.h). The norm: one warp per row, the row read twice (sum of squares, then the output; the
+// second read hits L1/L2 for DiM's 1536-channel rows), written once. The residual: one thread per element, channels
+// fastest. Memory-bound: the floor is reading the inputs and writing the output once (issue "Whole-denoiser speed" §2).
 #include <cuda_runtime.h>
+
+#include <algorithm>
 
 #include "norm_modulate.h"
 
@@ -49,8 +52,42 @@ void launch_out(const dimex_norm_params& p, cudaStream_t stream) {
   }
 }
 
+template <dimex_dtype RT, dimex_dtype YT>
+__global__ void __launch_bounds__(256) residual_kernel(dimex_residual_params p) {
+  const int64_t n = p.batch * p.rows * p.dim;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = i / p.dim, c = i - row * p.dim;
+    const int64_t b = row / p.rows, l = row - b * p.rows;
+    gated_residual_at<RT, YT>(p, b, l, c);
+  }
+}
+
+template <dimex_dtype RT>
+void launch_residual(const dimex_residual_params& p, cudaStream_t stream) {
+  const int64_t n = p.batch * p.rows * p.dim;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 1 << 20));
+  switch (p.y_dtype) {
+    case DIMEX_FLOAT16: residual_kernel<RT, DIMEX_FLOAT16><<<blocks, 256, 0, stream>>>(p); break;
+    case DIMEX_BFLOAT16: residual_kernel<RT, DIMEX_BFLOAT16><<<blocks, 256, 0, stream>>>(p); break;
+    default: residual_kernel<RT, DIMEX_FLOAT32><<<blocks, 256, 0, stream>>>(p); break;
+  }
+}
+
 }  // namespace
 }  // namespace dimex
+
+DIMEX_EXPORT int dimex_gated_residual_fwd(const dimex_residual_params* p, cudaStream_t stream) {
+  const int status = dimex::check_residual_params(p);
+  if (status != DIMEX_OK) return status;
+  (void)cudaGetLastError();  // an earlier, unrelated error must not be reported as this call's
+  switch (p->res_dtype) {
+    case DIMEX_FLOAT16: dimex::launch_residual<DIMEX_FLOAT16>(*p, stream); break;
+    case DIMEX_BFLOAT16: dimex::launch_residual<DIMEX_BFLOAT16>(*p, stream); break;
+    default: dimex::launch_residual<DIMEX_FLOAT32>(*p, stream); break;
+  }
+  return cudaPeekAtLastError() == cudaSuccess ? DIMEX_OK : DIMEX_ERR_CUDA;
+}
 
 DIMEX_EXPORT int dimex_rms_norm_modulate_fwd(const dimex_norm_params* p, cudaStream_t stream) {
   const int status = dimex::check_norm_params(p);

@@ -1,6 +1,6 @@
-// RMSNorm + adaLN modulation of dimexport_scan.h: the single definition of its arithmetic, shared by the CUDA kernel
-// (norm_modulate.cu, one warp per row) and the CPU kernel (norm_modulate_cpu.cpp, which replays the warp's order),
-// so that the two give the same bits.
+// RMSNorm + adaLN modulation and the gated residual of dimexport_scan.h: the single definition of their arithmetic,
+// shared by the CUDA kernels (norm_modulate.cu; the norm one warp per row) and the CPU kernels (norm_modulate_cpu.cpp,
+// which replay the warp's order), so that the two give the same bits.
 #pragma once
 
 #include <cstdint>
@@ -42,6 +42,31 @@ DIMEX_HD float modulate(float x, float inv, float w, const float* scale, const f
   if (scale) y = mul_rn(y, add_rn(1.0f, *scale));
   if (shift) y = add_rn(y, *shift);
   return y;
+}
+
+inline int check_residual_params(const dimex_residual_params* p) {
+  if (p == nullptr || !p->residual || !p->y || !p->gate || !p->out) return DIMEX_ERR_INVALID_ARGUMENT;
+  if (p->batch <= 0 || p->rows <= 0 || p->dim <= 0) return DIMEX_ERR_INVALID_ARGUMENT;
+  if (!io_dtype_ok(p->res_dtype) || !io_dtype_ok(p->y_dtype)) return DIMEX_ERR_UNSUPPORTED;
+  return DIMEX_OK;
+}
+
+// residual + (1 + gate) * y, each operation rounded once in fp32.
+DIMEX_HD float gated_residual(float residual, float gate, float y) {
+  return add_rn(residual, mul_rn(add_rn(1.0f, gate), y));
+}
+
+// Element (b, l, c) of the gated residual.
+template <dimex_dtype RT, dimex_dtype YT>
+DIMEX_HD void gated_residual_at(const dimex_residual_params& p, int64_t b, int64_t l, int64_t c) {
+  using R = typename Io<RT>::T;
+  using Y = typename Io<YT>::T;
+  const float r = Io<RT>::load(static_cast<const R*>(p.residual)[b * p.residual_stride[0] + l * p.residual_stride[1] +
+                                                                 c * p.residual_stride[2]]);
+  const float y = Io<YT>::load(static_cast<const Y*>(p.y)[b * p.y_stride[0] + l * p.y_stride[1] + c * p.y_stride[2]]);
+  const float g = Io<YT>::load(static_cast<const Y*>(p.gate)[b * p.gate_stride[0] + c * p.gate_stride[1]]);
+  static_cast<R*>(p.out)[b * p.out_stride[0] + l * p.out_stride[1] + c * p.out_stride[2]] =
+      Io<RT>::store(gated_residual(r, g, y));
 }
 
 }  // namespace dimex

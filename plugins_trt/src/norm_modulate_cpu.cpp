@@ -1,6 +1,7 @@
-// RMSNorm + adaLN modulation on the CPU (dimex_rms_norm_modulate_fwd_cpu, include/dimexport_scan.h): rows spread over
-// OpenMP threads; each row replays the CUDA kernel's order (32 lane partial sums, the xor butterfly), so the CPU and
-// the GPU give the same bits for any thread count. x86-64 builds carry an AVX2+FMA copy (hardware FMAs).
+// RMSNorm + adaLN modulation and the gated residual on the CPU (dimex_rms_norm_modulate_fwd_cpu,
+// dimex_gated_residual_fwd_cpu, include/dimexport_scan.h): rows spread over OpenMP threads; each norm row replays the
+// CUDA kernel's order (32 lane partial sums, the xor butterfly), so the CPU and the GPU give the same bits for any
+// thread count. x86-64 builds carry an AVX2+FMA copy of the norm (hardware FMAs).
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -65,8 +66,42 @@ RowFn pick_out(dimex_dtype out) {
                                                                                    : pick<XT, DIMEX_FLOAT32>();
 }
 
+template <dimex_dtype RT, dimex_dtype YT>
+void residual_rows(const dimex_residual_params& p, int num_threads) {
+  const int64_t rows = p.batch * p.rows;
+#ifdef _OPENMP
+  const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t b = r / p.rows, l = r - b * p.rows;
+    for (int64_t c = 0; c < p.dim; ++c) gated_residual_at<RT, YT>(p, b, l, c);
+  }
+  (void)num_threads;
+}
+
+template <dimex_dtype RT>
+void residual_y(const dimex_residual_params& p, int num_threads) {
+  switch (p.y_dtype) {
+    case DIMEX_FLOAT16: residual_rows<RT, DIMEX_FLOAT16>(p, num_threads); break;
+    case DIMEX_BFLOAT16: residual_rows<RT, DIMEX_BFLOAT16>(p, num_threads); break;
+    default: residual_rows<RT, DIMEX_FLOAT32>(p, num_threads); break;
+  }
+}
+
 }  // namespace
 }  // namespace dimex
+
+DIMEX_EXPORT int dimex_gated_residual_fwd_cpu(const dimex_residual_params* p, int num_threads) {
+  const int status = dimex::check_residual_params(p);
+  if (status != DIMEX_OK) return status;
+  switch (p->res_dtype) {
+    case DIMEX_FLOAT16: dimex::residual_y<DIMEX_FLOAT16>(*p, num_threads); break;
+    case DIMEX_BFLOAT16: dimex::residual_y<DIMEX_BFLOAT16>(*p, num_threads); break;
+    default: dimex::residual_y<DIMEX_FLOAT32>(*p, num_threads); break;
+  }
+  return DIMEX_OK;
+}
 
 DIMEX_EXPORT int dimex_rms_norm_modulate_fwd_cpu(const dimex_norm_params* p, int num_threads) {
   const int status = dimex::check_norm_params(p);

@@ -22,3 +22,5 @@ DIMEX_EXPORT int dimex_selective_scan_bwd(const dimex_scan_bwd_params*, cudaStre
 DIMEX_EXPORT int dimex_causal_conv1d_silu_fwd(const dimex_conv_params*, cudaStream_t) { return DIMEX_ERR_NO_CUDA; }
 
 DIMEX_EXPORT int dimex_rms_norm_modulate_fwd(const dimex_norm_params*, cudaStream_t) { return DIMEX_ERR_NO_CUDA; }
+
+DIMEX_EXPORT int dimex_gated_residual_fwd(const dimex_residual_params*, cudaStream_t) { return DIMEX_ERR_NO_CUDA; }

@@ -1,13 +1,13 @@
-// The CPU and CUDA kernels of torch.ops.dimexport.selective_scan, causal_conv1d_silu and rms_norm_modulate as a C++
-// PyTorch operator library (libdimexport_torch_ops.so): an eager call goes dispatcher -> these checks -> the kernel of
+// The CPU and CUDA kernels of torch.ops.dimexport.selective_scan, causal_conv1d_silu, rms_norm_modulate and
+// gated_residual as a C++ PyTorch operator library (libdimexport_torch_ops.so): an eager call goes dispatcher -> these checks -> the kernel of
 // libdimexport_scan.so, with no Python, ctypes or parameter marshalling on the path (issue "Whole-denoiser speed" §2:
 // the op's host cost).
 //
 // The ops' schemas, autograd formulas and fake (meta) functions stay in Python (dimexport/ops/selective_scan.py,
-// conv.py, norm.py);
+// conv.py, norm.py, residual.py);
 // dimexport/ops/_native.py loads this library after defining the op, only when it was built against the running
-// torch version, and then registers no Python kernels for CPU and CUDA. The checks repeat check_scan_inputs(),
-// check_conv_inputs() and check_norm_inputs() message for message; they raise ValueError, the base class of the Python path's InputError (the CLI validates its inputs
+// torch version, and then registers no Python kernels for CPU and CUDA. The checks repeat the Python checks
+// (check_scan_inputs(), check_conv_inputs(), ...) message for message; they raise ValueError, the base class of the Python path's InputError (the CLI validates its inputs
 // before any model runs, so its exit codes do not depend on which path raised).
 //
 // Only generic c10 interfaces are used (DeviceGuard, the current stream's native handle), so a CPU-only torch and a
@@ -357,6 +357,53 @@ Tensor norm_modulate(const Tensor& x, const Tensor& weight_in, const OptTensor& 
   return out;
 }
 
+// check_residual_inputs() of dimexport/ops/residual.py, the same conditions in the same order and the same words.
+void check_residual_inputs(const Tensor& residual, const Tensor& y, const Tensor& gate) {
+  TORCH_CHECK_VALUE(residual.dim() == 3, "gated_residual: residual must be (batch, tokens, dim), got shape ",
+                    shape_str(residual.sizes()));
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"residual", &residual}, {"y", &y}})
+    TORCH_CHECK_VALUE(io_dtype(t->scalar_type()), "gated_residual: ", name, " has dtype ", dtype_str(t->scalar_type()),
+                      "; use float32, float16 or bfloat16");
+  TORCH_CHECK_VALUE(y.sizes() == residual.sizes(), "gated_residual: y must have the residual's shape ",
+                    shape_str(residual.sizes()), ", got ", shape_str(y.sizes()));
+  const std::vector<int64_t> gate_shape{residual.size(0), 1, residual.size(2)};
+  TORCH_CHECK_VALUE(gate.sizes() == c10::IntArrayRef(gate_shape), "gated_residual: gate must have shape ",
+                    shape_str(gate_shape), ", got ", shape_str(gate.sizes()));
+  TORCH_CHECK_VALUE(gate.scalar_type() == y.scalar_type(), "gated_residual: gate has dtype ",
+                    dtype_str(gate.scalar_type()), "; it must match y (", dtype_str(y.scalar_type()), ")");
+  const std::string devices = device_list({&residual, &y, &gate});
+  TORCH_CHECK_VALUE(devices.empty(), "gated_residual: all inputs must be on one device, got ", devices);
+}
+
+Tensor residual_op(const Tensor& residual, const Tensor& y, const Tensor& gate) {
+  check_library_abi();
+  check_residual_inputs(residual, y, gate);
+  Tensor out = at::empty(residual.sizes(), residual.options());
+  if (out.numel() == 0) return out;
+  dimex_residual_params p{};
+  p.batch = residual.size(0);
+  p.rows = residual.size(1);
+  p.dim = residual.size(2);
+  p.res_dtype = abi_dtype(residual.scalar_type());
+  p.y_dtype = abi_dtype(y.scalar_type());
+  p.residual = residual.data_ptr();
+  copy_strides(residual, p.residual_stride);
+  p.y = y.data_ptr();
+  copy_strides(y, p.y_stride);
+  p.gate = gate.data_ptr();
+  p.gate_stride[0] = gate.stride(0);  // (batch, 1, dim): the middle dimension has size 1
+  p.gate_stride[1] = gate.stride(2);
+  p.out = out.data_ptr();
+  copy_strides(out, p.out_stride);
+  if (residual.device().is_cpu()) {
+    check_status(dimex_gated_residual_fwd_cpu(&p, at::get_num_threads()), "dimex_gated_residual_fwd_cpu");
+    return out;
+  }
+  const c10::DeviceGuard guard(residual.device());
+  check_status(dimex_gated_residual_fwd(&p, current_stream(residual)), "dimex_gated_residual_fwd");
+  return out;
+}
+
 }  // namespace
 
 // The schemas are defined by torch.library.custom_op in Python; these are their kernels for two dispatch keys.
@@ -364,9 +411,11 @@ TORCH_LIBRARY_IMPL(dimexport, CPU, m) {
   m.impl("selective_scan", &scan);
   m.impl("causal_conv1d_silu", &conv_silu);
   m.impl("rms_norm_modulate", &norm_modulate);
+  m.impl("gated_residual", &residual_op);
 }
 TORCH_LIBRARY_IMPL(dimexport, CUDA, m) {
   m.impl("selective_scan", &scan);
   m.impl("causal_conv1d_silu", &conv_silu);
   m.impl("rms_norm_modulate", &norm_modulate);
+  m.impl("gated_residual", &residual_op);
 }

@@ -1,6 +1,7 @@
-"""The fused RMSNorm + adaLN modulation op (torch.ops.dimexport.rms_norm_modulate): CPU and CUDA kernels against an fp64
-reference over random shapes, strides and dtype pairs; CPU and GPU bit for bit; the C++ checks' words; gradients;
-opcheck; DiM's block and DiS's norm against the unfused code."""
+"""The fused ops of DiM's block around the mixer, RMSNorm + adaLN modulation (torch.ops.dimexport.rms_norm_modulate) and
+the gated residual (gated_residual): CPU and CUDA kernels against an fp64 reference over random shapes, strides and
+dtype pairs; CPU and GPU bit for bit; the C++ checks' words; gradients; opcheck; whole DiM and DiS forwards against the
+unfused code."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from dimexport.errors import InputError
-from dimexport.ops import _native, rms_norm_modulate, rms_norm_modulate_reference
+from dimexport.ops import (_native, gated_residual, gated_residual_reference, rms_norm_modulate,
+                           rms_norm_modulate_reference)
 from dimexport.ops.testing import torch_ops_or_skip
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -163,3 +165,97 @@ def test_models_with_the_fused_ops_match_the_unfused_models(model):
         with _native.python_kernels(reference=True):
             unfused = net(*inputs)
     assert (fused - unfused).abs().max().item() <= 1e-5 * max(1.0, unfused.abs().max().item())
+
+
+def residual_inputs(batch: int, tokens: int, dim: int, res_dtype, y_dtype, strided: bool, seed: int,
+                    device: str = "cpu"):
+    """The residual stream, the mixer's output (or a strided view) and a (B, 1, D) gate view of a (B, 3, D) tensor."""
+    g = torch.Generator().manual_seed(seed)
+    residual = 4 * torch.randn(batch, tokens, dim, generator=g)
+    y = torch.randn(batch, dim, tokens, generator=g).transpose(1, 2) if strided else torch.randn(batch, tokens, dim,
+                                                                                                   generator=g)
+    gate = 0.5 * torch.randn(batch, 3, dim, generator=g)[:, 2:]
+    to = lambda t, dt: t.to(device=device, dtype=dt)  # noqa: E731
+    return to(residual, res_dtype), to(y, y_dtype), to(gate, y_dtype)
+
+
+def residual_cases(n: int, seed: int):
+    rng = random.Random(seed)
+    return [(rng.randint(1, 3), rng.choice([1, 7, 33]), rng.choice([1, 5, 100, 1536]), rng.choice(DTYPES),
+             rng.choice(DTYPES), rng.random() < 0.5, i) for i in range(n)]
+
+
+def assert_residual_close_to_fp64(out, residual, y, gate) -> None:
+    r64, y64, g64 = residual.double(), y.double(), gate.double()
+    ref = r64 + (1 + g64) * y64
+    mag = r64.abs() + (1 + g64.abs()) * y64.abs()
+    err = (out.double() - ref).abs()
+    bound = HALF_ULP[out.dtype] * 1.01 * ref.abs() + 2e-7 * mag + 1e-30
+    assert out.shape == residual.shape and out.is_contiguous() and out.dtype == residual.dtype
+    assert torch.all(err <= bound), f"max error {err.max().item():.3g}, worst ratio {(err / bound).max().item():.3g}"
+
+
+@pytest.mark.parametrize("batch,tokens,dim,res_dtype,y_dtype,strided,seed", residual_cases(20, seed=10))
+def test_residual_cpu_kernel_matches_fp64(batch, tokens, dim, res_dtype, y_dtype, strided, seed):
+    torch_ops_or_skip()
+    args = residual_inputs(batch, tokens, dim, res_dtype, y_dtype, strided, seed)
+    assert_residual_close_to_fp64(gated_residual(*args), *args)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch,tokens,dim,res_dtype,y_dtype,strided,seed", residual_cases(40, seed=11))
+def test_residual_cuda_kernel_matches_fp64_and_the_cpu_bit_for_bit(batch, tokens, dim, res_dtype, y_dtype, strided,
+                                                                   seed):
+    torch_ops_or_skip()
+    args = residual_inputs(batch, tokens, dim, res_dtype, y_dtype, strided, seed, device="cuda")
+    out = gated_residual(*args)
+    cpu_args = [t.cpu() for t in args]
+    assert out.is_cuda
+    assert_residual_close_to_fp64(out.cpu(), *cpu_args)
+    assert torch.equal(out.cpu(), gated_residual(*cpu_args))
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(residual=torch.zeros(2, 8)), "gated_residual: residual must be (batch, tokens, dim), got shape (2, 8)"),
+        (dict(residual=torch.zeros(2, 5, 8, dtype=torch.int64)),
+         "gated_residual: residual has dtype torch.int64; use float32, float16 or bfloat16"),
+        (dict(y=torch.zeros(2, 5, 8, dtype=torch.float64), gate=torch.zeros(2, 1, 8, dtype=torch.float64)),
+         "gated_residual: y has dtype torch.float64; use float32, float16 or bfloat16"),
+        (dict(y=torch.zeros(2, 4, 8, dtype=torch.float16)),
+         "gated_residual: y must have the residual's shape (2, 5, 8), got (2, 4, 8)"),
+        (dict(gate=torch.zeros(2, 8, dtype=torch.float16)), "gated_residual: gate must have shape (2, 1, 8), got (2, 8)"),
+        (dict(gate=torch.zeros(2, 1, 8)), "gated_residual: gate has dtype torch.float32; it must match y (torch.float16)"),
+        (dict(gate=torch.zeros(2, 1, 8, dtype=torch.float16, device="meta")),
+         "gated_residual: all inputs must be on one device, got ['cpu', 'meta']"),
+    ],
+)
+@pytest.mark.parametrize("python", [False, True], ids=["registered-kernels", "python-kernels"])
+def test_residual_bad_inputs_are_named(change, message, python):
+    if not python:
+        torch_ops_or_skip()
+    args = dict(residual=torch.zeros(2, 5, 8), y=torch.zeros(2, 5, 8, dtype=torch.float16),
+                gate=torch.zeros(2, 1, 8, dtype=torch.float16)) | change
+    with _native.python_kernels() if python else contextlib.nullcontext():
+        with pytest.raises(InputError if python else ValueError) as exc:
+            gated_residual(**args)
+    assert str(exc.value) == message
+
+
+def test_residual_serves_the_op_gradients_and_opcheck():
+    torch_ops_or_skip()
+    args = residual_inputs(2, 7, 32, torch.float32, torch.float16, True, seed=12)
+    with _native.python_kernels():
+        assert torch.equal(gated_residual(*args), gated_residual_reference(*args))
+    assert not torch.equal(gated_residual(*args), gated_residual_reference(*args))  # fp32 product, rounded once
+    args32 = residual_inputs(2, 7, 32, torch.float32, torch.float32, True, seed=13)
+    grad = torch.randn(2, 7, 32, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for fn in (gated_residual, gated_residual_reference):
+        leaves = [t.detach().requires_grad_() for t in args32]
+        fn(*leaves).backward(grad)
+        grads.append([t.grad for t in leaves])
+    for fused, ref in zip(*grads):
+        assert torch.equal(fused, ref)
+    torch.library.opcheck(gated_residual, args32)

@@ -1,0 +1,61 @@
+"""DiM's gated residual, ``residual + (1 + gate) * y``, as one op: ``torch.ops.dimexport.gated_residual``.
+
+Unfused it is three passes (the gate product, the cast to the fp32 residual's dtype, the add) over a dim-h layer's
+activations, ~40 µs of 686 µs at batch 8 (bench/results/profile_dim_h_256_h100.md); fused, one read of each input and
+one write. The same arrangement as the other fused ops (conv.py, norm.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..errors import InputError
+from .recompute import register_recomputed_autograd
+from .selective_scan import IO_DTYPES
+
+OP_NAME = "dimexport::gated_residual"
+
+
+def check_residual_inputs(residual: Tensor, y: Tensor, gate: Tensor) -> None:
+    """Raise InputError naming the offending argument, its shape/dtype and what was expected."""
+    if residual.dim() != 3:
+        raise InputError(f"gated_residual: residual must be (batch, tokens, dim), got shape {tuple(residual.shape)}")
+    for name, t in (("residual", residual), ("y", y)):
+        if t.dtype not in IO_DTYPES:
+            raise InputError(f"gated_residual: {name} has dtype {t.dtype}; use float32, float16 or bfloat16")
+    if y.shape != residual.shape:
+        raise InputError(f"gated_residual: y must have the residual's shape {tuple(residual.shape)}, "
+                         f"got {tuple(y.shape)}")
+    batch, _, dim = residual.shape
+    if tuple(gate.shape) != (batch, 1, dim):
+        raise InputError(f"gated_residual: gate must have shape {(batch, 1, dim)}, got {tuple(gate.shape)}")
+    if gate.dtype != y.dtype:
+        raise InputError(f"gated_residual: gate has dtype {gate.dtype}; it must match y ({y.dtype})")
+    devices = {t.device for t in (residual, y, gate)}
+    if len(devices) > 1:
+        raise InputError(f"gated_residual: all inputs must be on one device, got {sorted(map(str, devices))}")
+
+
+def gated_residual_reference(residual: Tensor, y: Tensor, gate: Tensor) -> Tensor:
+    """As DiM's block computes it: the gated output in y's dtype, cast to the residual's, added."""
+    return residual + ((1 + gate) * y).to(residual.dtype)
+
+
+def reference_kernel(residual: Tensor, y: Tensor, gate: Tensor) -> Tensor:
+    """The op's body: checks, then the reference; contiguous, in the residual's dtype. The C++ operator's kernels
+    replace it on the CPU and the GPU when they load (fp32 math, rounded once)."""
+    check_residual_inputs(residual, y, gate)
+    return gated_residual_reference(residual, y, gate)
+
+
+gated_residual = torch.library.custom_op(OP_NAME, reference_kernel, mutates_args=())
+
+
+@gated_residual.register_fake
+def _(residual, y, gate):
+    check_residual_inputs(residual, y, gate)
+    return torch.empty_like(residual, memory_format=torch.contiguous_format)
+
+
+register_recomputed_autograd(gated_residual, gated_residual_reference, n_tensors=3)
