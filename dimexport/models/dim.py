@@ -164,7 +164,8 @@ class DiM(nn.Module):
         """Index tensors of a grid size on `device`, built once (export calls this before tracing)."""
         key = (grid, str(torch.device(device)))
         if key not in self._layouts:
-            cpu = self._layouts.get((grid, "cpu")) or ScanLayout.build(grid, self.cfg.pad_schedule, self.chain)
+            cpu = self._layouts.get((grid, "cpu")) or ScanLayout.build(grid, self.cfg.pad_schedule, self.chain,
+                                                                        lead=self.extra_len + DIM_SEPARATORS)
             self._layouts[(grid, "cpu")] = cpu
             self._layouts[key] = cpu.to(device)
         return self._layouts[key]
@@ -200,8 +201,8 @@ class DiM(nn.Module):
             if block.skip_linear is not None:
                 s = block.merge_skip(s, skips.pop())
             order = layout.reorders[layer]
-            if order is not None:
-                s = torch.cat([s[:, :lead], s[:, lead:].index_select(1, order)], dim=1)
+            if order is not None:  # one gather; the conditioning and separator tokens map to themselves
+                s = s.index_select(1, order)
             s = block(s, mod)
             if layer in self.push_layers:
                 skips.append(s)

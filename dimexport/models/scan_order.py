@@ -74,14 +74,15 @@ class ScanLayout:
     grid: int
     fill: Tensor  # ((g+3)^2,) into cat[grid tokens, 3 pad tokens]
     unpad: Tensor  # (g*g,) padded-grid cells of the grid tokens, row-major (the chain ends at H+)
-    reorders: tuple[Tensor | None, ...]  # per layer: gather over the padded grid, None when unchanged
+    reorders: tuple[Tensor | None, ...]  # per layer: gather over [lead tokens, padded grid], None when unchanged
 
     def to(self, device: torch.device | str) -> "ScanLayout":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return ScanLayout(self.grid, move(self.fill), move(self.unpad), tuple(map(move, self.reorders)))
 
     @staticmethod
-    def build(grid: int, schedule: str, chain: list[int]) -> "ScanLayout":
+    def build(grid: int, schedule: str, chain: list[int], lead: int = 0) -> "ScanLayout":
+        """`lead` tokens in front of the grid stay in place: each reorder is then one gather of the whole stream."""
         side = grid + DIM_PAD
         reorders: list[Tensor | None] = []
         prev = H_FWD  # prepare_sequence lays the grid out row-major
@@ -90,7 +91,7 @@ class ScanLayout:
                 reorders.append(None)
             else:
                 where = torch.argsort(pattern_order(prev, side))  # position of each cell in the stream
-                reorders.append(where[pattern_order(pattern, side)])
+                reorders.append(torch.cat([torch.arange(lead), where[pattern_order(pattern, side)] + lead]))
             prev = pattern
         if prev != H_FWD:
             raise ValueError("the DiM scan chain must end with the row-major pattern")
