@@ -104,5 +104,6 @@ def _scan_library() -> Component:
     else:
         cuda = "CUDA kernel on the GPU" if _native.available() else "CUDA kernel (no GPU visible)"
     problem = _native.torch_ops_problem()
-    calls = "called by the op's C++ kernels" if problem is None else f"called through ctypes ({problem})"
+    calls = ("called by the ops' C++ kernels (scan and fused block ops)" if problem is None else
+             f"scan called through ctypes, fused block ops unfused ({problem})")
     return Component("scan_library", True, detail=f"{path}: CPU kernel; {cuda}; {calls}")
