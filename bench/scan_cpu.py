@@ -14,6 +14,7 @@ wall clock (the kernel runs synchronously on OpenMP threads).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -97,8 +98,9 @@ def digits_dim():
 
 
 def forward_rows(threads: int) -> list[dict]:
-    """One forward of 200 images (100 with guidance) with the kernel and with the reference; the scan's share from
-    the profiler (self time of the op)."""
+    """One forward of 200 images (100 with guidance): the native kernels (scan and fused block ops), the scan kernel
+    with the block's ops unfused (python_kernels: the scan through ctypes, the fused ops' references), and the
+    reference everywhere; the scan's share from the profiler (self time of the op)."""
     from dimexport.models import build_model, count_parameters, example_inputs
     from dimexport.ops import _native
 
@@ -107,17 +109,13 @@ def forward_rows(threads: int) -> list[dict]:
     model = build_model(cfg, seed=0)
     inputs = example_inputs(cfg, 200)
     rows = []
-    for impl in ("kernel", "reference"):
-        saved = _native.loads
-        if impl == "reference":  # the op's CPU kernel falls back to the reference when the library does not load
-            _native.loads = lambda: False
-        try:
-            with torch.inference_mode():
-                total = median_s(lambda: model(*inputs), 3 if impl == "kernel" else 1, impl == "kernel")
-                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-                    model(*inputs)
-        finally:
-            _native.loads = saved
+    paths = {"kernel": contextlib.nullcontext, "kernel, block ops unfused": _native.python_kernels,
+             "reference": lambda: _native.python_kernels(reference=True)}
+    for impl, path in paths.items():
+        with path(), torch.inference_mode():
+            total = median_s(lambda: model(*inputs), 1 if impl == "reference" else 3, impl != "reference")
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                model(*inputs)
         scan_us = sum(e.cpu_time_total for e in prof.key_averages() if e.key == "dimexport::selective_scan")
         prof_us = sum(e.self_cpu_time_total for e in prof.key_averages())
         rows.append(dict(impl=impl, params=count_parameters(model), seq_len=cfg.seq_len(), batch=200,
@@ -146,13 +144,8 @@ def train_rows(threads: int, batch: int = 8) -> list[dict]:
             loss.backward()
             opt.step()
 
-        saved = _native.loads
-        if impl == "reference":
-            _native.loads = lambda: False
-        try:
+        with _native.python_kernels(reference=True) if impl == "reference" else contextlib.nullcontext():
             step_s = median_s(step, 3 if impl == "kernel" else 1)
-        finally:
-            _native.loads = saved
         rows.append(dict(impl=impl, batch=batch, step_s=step_s))
     return rows
 

@@ -404,8 +404,8 @@ def register_kernels() -> None:
     """Give torch.ops.dimexport.selective_scan its CPU and CUDA kernels: the C++ operator's when it loads (no Python on
     the call path), else Python ones calling the native kernels through ctypes, which fall back to the reference when
     the library is missing, does not load, or (CUDA) was built without CUDA, so every tensor always works.
-    The fused ops (causal_conv1d_silu, rms_norm_modulate, gated_residual) have no ctypes path: the C++ operator's kernels, else their
-    references."""
+    The fused ops (causal_conv1d_silu, rms_norm_modulate, gated_residual) have no ctypes path: the C++ operator's
+    kernels, else their references."""
     if torch_ops_problem() is None:
         return
     from .selective_scan import selective_scan
@@ -418,8 +418,8 @@ def register_kernels() -> None:
 def python_kernels(reference: bool = False) -> Iterator[None]:
     """Inside the block the ops run Python kernels registered over the current ones (the dispatcher restores those
     after it): the scan's ctypes path to the native kernels, or with `reference` the pure-torch reference, forward
-    and backward; the fused ops (causal conv + SiLU, RMSNorm + modulation, gated residual) their references. Tests and benchmarks compare
-    the kernels and their call paths against these."""
+    and backward; the fused ops (causal conv + SiLU, RMSNorm + modulation, gated residual) their references. Tests
+    and benchmarks compare the kernels and their call paths against these."""
     from . import conv, norm, residual
 
     global _forced_reference

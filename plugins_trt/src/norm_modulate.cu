@@ -1,7 +1,8 @@
 // RMSNorm + adaLN modulation and the gated residual on the GPU (dimex_rms_norm_modulate_fwd, dimex_gated_residual_fwd,
 // include/dimexport_scan.h). The norm: one warp per row, the row read twice (sum of squares, then the output; the
 // second read hits L1/L2 for DiM's 1536-channel rows), written once. The residual: one thread per element, channels
-// fastest. Memory-bound: the floor is reading the inputs and writing the output once (issue "Whole-denoiser speed" §2).
+// fastest. Memory-bound: the floor is reading the inputs and writing the output once (issue "Whole-denoiser speed"
+// §2).
 #include <cuda_runtime.h>
 
 #include <algorithm>

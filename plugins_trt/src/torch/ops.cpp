@@ -1,14 +1,14 @@
 // The CPU and CUDA kernels of torch.ops.dimexport.selective_scan, causal_conv1d_silu, rms_norm_modulate and
-// gated_residual as a C++ PyTorch operator library (libdimexport_torch_ops.so): an eager call goes dispatcher -> these checks -> the kernel of
-// libdimexport_scan.so, with no Python, ctypes or parameter marshalling on the path (issue "Whole-denoiser speed" §2:
-// the op's host cost).
+// gated_residual as a C++ PyTorch operator library (libdimexport_torch_ops.so): an eager call goes dispatcher -> these
+// checks -> the kernel of libdimexport_scan.so, with no Python, ctypes or parameter marshalling on the path (issue
+// "Whole-denoiser speed" §2: the op's host cost).
 //
 // The ops' schemas, autograd formulas and fake (meta) functions stay in Python (dimexport/ops/selective_scan.py,
-// conv.py, norm.py, residual.py);
-// dimexport/ops/_native.py loads this library after defining the op, only when it was built against the running
-// torch version, and then registers no Python kernels for CPU and CUDA. The checks repeat the Python checks
-// (check_scan_inputs(), check_conv_inputs(), ...) message for message; they raise ValueError, the base class of the Python path's InputError (the CLI validates its inputs
-// before any model runs, so its exit codes do not depend on which path raised).
+// conv.py, norm.py, residual.py); dimexport/ops/_native.py loads this library after defining the ops, only when it
+// was built against the running torch version, and then registers no Python kernels for CPU and CUDA. The checks
+// repeat the Python checks (check_scan_inputs(), check_conv_inputs(), ...) message for message; they raise
+// ValueError, the base class of the Python path's InputError (the CLI validates its inputs before any model runs, so
+// its exit codes do not depend on which path raised).
 //
 // Only generic c10 interfaces are used (DeviceGuard, the current stream's native handle), so a CPU-only torch and a
 // CUDA torch build it alike, without CUDA headers or nvcc.
@@ -301,7 +301,8 @@ Tensor conv_silu(const Tensor& x, const Tensor& weight_in, const OptTensor& bias
 // check_norm_inputs() of dimexport/ops/norm.py, the same conditions in the same order and the same words.
 void check_norm_inputs(const Tensor& x, const Tensor& weight, const OptTensor& scale, const OptTensor& shift,
                        double eps) {
-  TORCH_CHECK_VALUE(x.dim() == 3, "rms_norm_modulate: x must be (batch, tokens, dim), got shape ", shape_str(x.sizes()));
+  TORCH_CHECK_VALUE(x.dim() == 3, "rms_norm_modulate: x must be (batch, tokens, dim), got shape ",
+                    shape_str(x.sizes()));
   const int64_t batch = x.size(0), dim = x.size(2);
   for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"x", &x}, {"weight", &weight}})
     TORCH_CHECK_VALUE(io_dtype(t->scalar_type()), "rms_norm_modulate: ", name, " has dtype ",
@@ -339,8 +340,8 @@ Tensor norm_modulate(const Tensor& x, const Tensor& weight_in, const OptTensor& 
   p.x = x.data_ptr();
   copy_strides(x, p.x_stride);
   p.weight = weight.data_ptr();
-  for (const auto& [t, ptr, stride] : {std::tuple<const OptTensor*, const void**, int64_t*>{&scale, &p.scale, p.scale_stride},
-                                       {&shift, &p.shift, p.shift_stride}}) {
+  using Mod = std::tuple<const OptTensor*, const void**, int64_t*>;
+  for (const auto& [t, ptr, stride] : {Mod{&scale, &p.scale, p.scale_stride}, Mod{&shift, &p.shift, p.shift_stride}}) {
     if (!t->has_value()) continue;
     *ptr = (*t)->data_ptr();
     stride[0] = (*t)->stride(0);  // (batch, 1, dim): the middle dimension has size 1
