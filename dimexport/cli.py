@@ -382,6 +382,29 @@ def verify(artifact, backends, atol, rtol, seed, device, save_io, engine, sample
         sys.exit(EXIT_VERIFY_FAILED)
 
 
+def _vae_decoder(cfg, vae: str | None, device: str):
+    """--vae's decoder (the SD VAE in torch) for a latent model, else None."""
+    if not vae or cfg.latent_factor == 1:
+        return None
+    from .models.vae import load_vae
+    from .runtime.decoder import TorchDecoder
+
+    return TorchDecoder(load_vae(vae, cfg), device)
+
+
+def _own_decoder(den, backend: str, artifact: str | None, engine: str | None, device: str, upsample: int = 1):
+    """An ort/trt artifact's own decoder (export --vae) for a latent model, at the resolution sampled (--upsample:
+    the decoder of the export at m x beside it); None when there is none."""
+    from .runtime.decoder import has_decoder, load_decoder
+    from .runtime.denoiser import sibling_artifact
+
+    if den.cfg.latent_factor == 1 or backend not in ("ort", "trt") or artifact is None or not has_decoder(artifact):
+        return None
+    if upsample == 1:
+        return load_decoder(backend, den.artifact, engine, device)
+    return load_decoder(backend, sibling_artifact(den.artifact, den.resolution * upsample), None, device)
+
+
 @main.command(epilog=EPILOG)
 @_denoiser_options
 @click.option("--classes", default="0-9", show_default=True, help="Class ids: ranges and lists, e.g. 0-9 or 1,3,5.")
@@ -425,8 +448,8 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
     from .diffusion.images import LATENT_PREVIEW_NOTE, grid, save_png, viewable
     from .diffusion.pipeline import parse_classes, sample as run_sample
     from .models.checkpoint import weights_label
-    from .runtime.decoder import TorchDecoder, has_decoder, load_decoder
-    from .runtime.denoiser import load_denoiser, sibling_artifact
+    from .runtime.decoder import has_decoder
+    from .runtime.denoiser import load_denoiser
 
     cfg = get_config(model_id)
     if resolution is not None:
@@ -438,27 +461,20 @@ def sample(model_id, checkpoint, backend, artifact, engine, classes, per_class, 
         raise InputError(f"--steps must be >= 1, got {steps}")
     if max_batch is not None and max_batch < 1:
         raise InputError(f"--batch must be >= 1, got {max_batch}")
-    decoder = None
     exported = backend in ("ort", "trt") and artifact is not None
     # ort/trt decode with the artifact's own decoder (export --vae) unless --vae or --latent-preview says otherwise
     own_decoder = exported and not (vae or latent_preview) and has_decoder(artifact)
     if cfg.latent_factor == 1 and (vae or latent_preview):
         raise InputError(f"{cfg.id} samples pixels: drop --vae / --latent-preview")
-    if cfg.latent_factor > 1 and vae:
-        from .models.vae import load_vae
-
-        decoder = TorchDecoder(load_vae(vae, cfg), device)
-    elif cfg.latent_factor > 1 and not (latent_preview or own_decoder):
+    if cfg.latent_factor > 1 and not (vae or latent_preview or own_decoder):
         raise InputError(f"{cfg.id} samples SD-VAE latents: pass --vae PATH (a diffusers AutoencoderKL folder such as "
                          "stabilityai/sd-vae-ft-ema saved locally, or its weights file) to decode them into images, "
                          "or --latent-preview for a preview of the latent channels"
                          + ("; or export the artifact with --vae PATH so that it carries the decoder" if exported else ""))
+    vae_decoder = _vae_decoder(cfg, vae, device)  # before the denoiser: a bad VAE fails fast
     den = load_denoiser(backend, model_id, checkpoint, artifact, engine, resolution, device, dtype, seed)
-    if own_decoder:  # the decoder of the export at the resolution sampled (--upsample: the one at m x beside it)
-        if upsample == "1":
-            decoder = load_decoder(backend, den.artifact, engine, device)
-        else:
-            decoder = load_decoder(backend, sibling_artifact(den.artifact, den.resolution * int(upsample)), None, device)
+    decoder = None if latent_preview else vae_decoder or _own_decoder(den, backend, artifact, engine, device,
+                                                                     int(upsample))
     if max_batch is not None:
         den.max_batch = min(max_batch, den.max_batch or max_batch)
     labels = torch.tensor([c for c in ids for _ in range(per_class)]) if ids else None
@@ -638,18 +654,31 @@ def train(recipe_path, out_dir, resume, device, max_steps, short, vae) -> None:
 @click.option("--grpc-port", default=8001, show_default=True)
 @click.option("--metrics-port", default=8002, show_default=True)
 @click.option("--queue-delay-us", default=2000, show_default=True, help="How long Triton's dynamic batcher waits to fill a denoiser batch.")
+@click.option("--vae", type=click.Path(), help="Latent models: the SD VAE (diffusers AutoencoderKL folder or weights "
+              "file) that decodes <model>-sample's latents into images; ort/trt artifacts exported with --vae carry "
+              "their own decoder.")
 @_handle_errors
 def serve_cmd(model_id, checkpoint, backend, artifact, engine, device, dtype, http_port, grpc_port, metrics_port,
-              queue_delay_us) -> None:
-    """Serve the model through NVIDIA Triton (PyTriton): <model> (one denoiser call, dynamically batched) and, for
-    pixel models, <model>-sample (class id, seed [, steps, guidance] -> image). Runs until interrupted."""
+              queue_delay_us, vae) -> None:
+    """Serve the model through NVIDIA Triton (PyTriton): <model> (one denoiser call, dynamically batched) and
+    <model>-sample (class id, seed [, steps, guidance] -> image; latent models need a VAE decoder). Runs until
+    interrupted."""
+    from .configs import get_config
     from .runtime.denoiser import load_denoiser
     from .serve import ServeConfig, serve
 
+    cfg = get_config(model_id)
+    if cfg.latent_factor == 1 and vae:
+        raise InputError(f"{cfg.id} samples pixels: drop --vae")
+    vae_decoder = _vae_decoder(cfg, vae, device)
     den = load_denoiser(backend, model_id, checkpoint, artifact, engine, None, device, dtype)
+    decoder = vae_decoder or _own_decoder(den, backend, artifact, engine, device)
     err_console.print(f"serving {den.cfg.id} ({den.name}, {den.dtype}, {den.device}) on http :{http_port}, "
                       f"grpc :{grpc_port}, metrics :{metrics_port}", highlight=False)
-    serve(den, ServeConfig(http_port, grpc_port, metrics_port, queue_delay_us))
+    if cfg.latent_factor > 1 and decoder is None:
+        err_console.print(f"note: no {cfg.id}-sample endpoint: {cfg.id} samples SD-VAE latents; pass --vae PATH (or "
+                          "serve an artifact exported with --vae) to serve whole images", highlight=False)
+    serve(den, ServeConfig(http_port, grpc_port, metrics_port, queue_delay_us), decoder=decoder)
 
 
 if __name__ == "__main__":

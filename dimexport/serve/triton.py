@@ -6,8 +6,8 @@ Two Triton models per served DiM/DiS:
                   that scales, for clients that run their own sampler.
   <model>-sample  a whole sample: class_id (1,) int64, seed (1,) int64, optional steps (1,) int32 and guidance (1,)
                   fp32 -> image (H, W, C) uint8, with the model's official sampler (`dimexport sample` for one image);
-                  one request at a time (no batching). Pixel models only (latent models would need the VAE behind it
-                  as well: not served yet).
+                  one request at a time (no batching). Latent models get it when a VAE decoder is given (`serve --vae`
+                  or an artifact exported with --vae): the sampled latents are decoded into the image.
 
 Requests that Triton can check (shapes, dtypes) are refused by Triton with HTTP 400. Values only the model can judge
 (a class id it lacks, steps < 1) fail with the message `dimexport sample` prints, and the server keeps serving; PyTriton
@@ -27,6 +27,7 @@ import torch
 from ..diffusion.images import to_uint8, viewable
 from ..diffusion.pipeline import sample
 from ..errors import EnvironmentProblem, InputError
+from ..runtime.decoder import Decoder
 from ..runtime.denoiser import Denoiser
 
 
@@ -49,9 +50,11 @@ def _use_this_libpython() -> None:
             os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *filter(None, paths)])
 
 
-def bind_models(triton, denoiser: Denoiser, name: str | None = None, queue_delay_us: int = 2000) -> list[str]:
-    """Bind the denoiser (and, for pixel models, whole samples) to a pytriton.triton.Triton; returns the model names.
-    `queue_delay_us`: how long Triton's dynamic batcher waits for more requests to fill a denoiser batch."""
+def bind_models(triton, denoiser: Denoiser, name: str | None = None, queue_delay_us: int = 2000,
+                decoder: Decoder | None = None) -> list[str]:
+    """Bind the denoiser and whole samples (pixel models, or latent models with their VAE `decoder`) to a
+    pytriton.triton.Triton; returns the model names. `queue_delay_us`: how long Triton's dynamic batcher waits for
+    more requests to fill a denoiser batch."""
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
@@ -77,7 +80,7 @@ def bind_models(triton, denoiser: Denoiser, name: str | None = None, queue_delay
                 outputs=[Tensor(name="eps", dtype=np.float32, shape=shape)],
                 config=ModelConfig(max_batch_size=max_batch, batcher=batcher), strict=True)
     names = [name]
-    if cfg.latent_factor > 1:
+    if cfg.latent_factor > 1 and decoder is None:
         return names
 
     def whole_sample(requests) -> list[dict[str, np.ndarray]]:
@@ -91,9 +94,9 @@ def bind_models(triton, denoiser: Denoiser, name: str | None = None, queue_delay
         res = sample(denoiser, torch.tensor([int(class_id[0])]) if cfg.num_classes else None, n=1, seed=int(seed[0]),
                      steps=None if steps is None else int(steps[0]),
                      guidance=None if guidance is None else float(guidance[0]))
-        return {"image": to_uint8(viewable(res.samples, cfg))[0]}
+        return {"image": to_uint8(viewable(res.samples, cfg) if decoder is None else decoder(res.samples))[0]}
 
-    side, channels = denoiser.resolution, cfg.in_channels
+    side, channels = denoiser.resolution, cfg.in_channels if decoder is None else 3  # decoded: RGB
     triton.bind(model_name=f"{name}-sample", infer_func=whole_sample,
                 inputs=[Tensor(name="class_id", dtype=np.int64, shape=(1,)), Tensor(name="seed", dtype=np.int64, shape=(1,)),
                         Tensor(name="steps", dtype=np.int32, shape=(1,), optional=True),
@@ -114,8 +117,9 @@ def start(config: ServeConfig):
                                       metrics_port=config.metrics_port, log_verbose=0))
 
 
-def serve(denoiser: Denoiser, config: ServeConfig = ServeConfig(), name: str | None = None) -> None:
+def serve(denoiser: Denoiser, config: ServeConfig = ServeConfig(), name: str | None = None,
+          decoder: Decoder | None = None) -> None:
     """Serve until interrupted (Ctrl-C or SIGTERM)."""
     with start(config) as triton:
-        bind_models(triton, denoiser, name, config.max_queue_delay_us)
+        bind_models(triton, denoiser, name, config.max_queue_delay_us, decoder)
         triton.serve()
