@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(kWarps * 32) norm_kernel(dimex_norm_params p) 
   const O* scale = static_cast<const O*>(p.scale);
   const O* shift = static_cast<const O*>(p.shift);
   for (int64_t c = lane; c < p.dim; c += 32) {
-    float sc, sh;
+    float sc = 0.0f, sh = 0.0f;
     if (scale) sc = Io<OT>::load(scale[b * p.scale_stride[0] + c * p.scale_stride[1]]);
     if (shift) sh = Io<OT>::load(shift[b * p.shift_stride[0] + c * p.shift_stride[1]]);
     out[c * p.out_stride[2]] = Io<OT>::store(
