@@ -30,17 +30,8 @@ __global__ void __launch_bounds__(kWarps * 32) norm_kernel(dimex_norm_params p) 
 #pragma unroll
   for (int off = 16; off >= 1; off /= 2) acc = add_rn(acc, __shfl_xor_sync(0xffffffffu, acc, off));
   const float inv = inv_rms(acc, p.dim, p.eps);
-  const O* w = static_cast<const O*>(p.weight);
-  const O* scale = static_cast<const O*>(p.scale);
-  const O* shift = static_cast<const O*>(p.shift);
-  for (int64_t c = lane; c < p.dim; c += 32) {
-    float sc = 0.0f, sh = 0.0f;
-    if (scale) sc = Io<OT>::load(scale[b * p.scale_stride[0] + c * p.scale_stride[1]]);
-    if (shift) sh = Io<OT>::load(shift[b * p.shift_stride[0] + c * p.shift_stride[1]]);
-    out[c * p.out_stride[2]] = Io<OT>::store(
-        modulate(Io<XT>::load(x[c * p.x_stride[2]]), inv, Io<OT>::load(w[c]), scale ? &sc : nullptr,
-                 shift ? &sh : nullptr));
-  }
+  for (int64_t c = lane; c < p.dim; c += 32)
+    out[c * p.out_stride[2]] = Io<OT>::store(modulate_at<OT>(p, b, c, Io<XT>::load(x[c * p.x_stride[2]]), inv));
 }
 
 template <dimex_dtype XT>

@@ -36,11 +36,17 @@ DIMEX_HD float inv_rms(float sum_sq, int64_t dim, float eps) {
   return 1.0f / sqrtf(add_rn(sum_sq / static_cast<float>(dim), eps));
 }
 
-// One output element from x, the row's inverse RMS, the weight and the (optional) modulation.
-DIMEX_HD float modulate(float x, float inv, float w, const float* scale, const float* shift) {
-  float y = mul_rn(mul_rn(x, inv), w);
-  if (scale) y = mul_rn(y, add_rn(1.0f, *scale));
-  if (shift) y = add_rn(y, *shift);
+// Output channel c of batch b's row from its input value x and the row's inverse RMS: x * inv * weight, then the
+// modulation when given.
+template <dimex_dtype OT>
+DIMEX_HD float modulate_at(const dimex_norm_params& p, int64_t b, int64_t c, float x, float inv) {
+  using O = typename Io<OT>::T;
+  float y = mul_rn(mul_rn(x, inv), Io<OT>::load(static_cast<const O*>(p.weight)[c]));
+  if (p.scale)
+    y = mul_rn(y, add_rn(1.0f, Io<OT>::load(static_cast<const O*>(p.scale)[b * p.scale_stride[0] +
+                                                                          c * p.scale_stride[1]])));
+  if (p.shift)
+    y = add_rn(y, Io<OT>::load(static_cast<const O*>(p.shift)[b * p.shift_stride[0] + c * p.shift_stride[1]]));
   return y;
 }
 

@@ -30,17 +30,8 @@ DIMEX_HD void norm_row(const dimex_norm_params& p, int64_t r) {
     for (int lane = 0; lane < kNormLanes; ++lane) part[lane] = next[lane];
   }
   const float inv = inv_rms(part[0], p.dim, p.eps);
-  const O* w = static_cast<const O*>(p.weight);
-  const O* scale = static_cast<const O*>(p.scale);
-  const O* shift = static_cast<const O*>(p.shift);
-  for (int64_t c = 0; c < p.dim; ++c) {
-    float sc = 0.0f, sh = 0.0f;
-    if (scale) sc = Io<OT>::load(scale[b * p.scale_stride[0] + c * p.scale_stride[1]]);
-    if (shift) sh = Io<OT>::load(shift[b * p.shift_stride[0] + c * p.shift_stride[1]]);
-    out[c * p.out_stride[2]] = Io<OT>::store(
-        modulate(Io<XT>::load(x[c * p.x_stride[2]]), inv, Io<OT>::load(w[c]), scale ? &sc : nullptr,
-                 shift ? &sh : nullptr));
-  }
+  for (int64_t c = 0; c < p.dim; ++c)
+    out[c * p.out_stride[2]] = Io<OT>::store(modulate_at<OT>(p, b, c, Io<XT>::load(x[c * p.x_stride[2]]), inv));
 }
 
 template <dimex_dtype XT, dimex_dtype OT>
