@@ -3,7 +3,7 @@
 # (issues "Train fast", "Whole-denoiser speed", "Beyond the trained resolution"). Two back-to-back calls on one warm
 # machine, because mamba-ssm's sdist takes ~7 minutes to build:
 #   bash bench/run_baselines_gpu.sh build,tests,w2s            # starts the mamba-ssm build, then GPU work meanwhile
-#   bash bench/run_baselines_gpu.sh eager,scanbwd,profile,vae  # the baselines (waits for / redoes the build)
+#   bash bench/run_baselines_gpu.sh eager,scanbwd,profile,vae,fused  # the baselines (waits for / redoes the build)
 #   bash bench/run_baselines_gpu.sh bench                      # dimexport bench with both baselines
 # mamba-ssm and causal-conv1d sdists (patched to compile sm_90 only) are carried in .whl/, diffusers in .whl_bench/;
 # builds land in .dev/ (ignored, kept on a warm machine between calls). Results: $OUT/results_<modes>.tgz (the device
@@ -46,9 +46,10 @@ elif ! python3 -c 'from dimexport.ops import _native; assert _native.available()
 fi
 python3 -c 'from dimexport.ops import _native; print("native scan:", _native.available(), "C++ op:", _native.torch_ops_problem() or "loaded")' 2>&1 | tee -a "$OUT/env.txt"
 
-if want tests; then  # the op's GPU tests (C++ operator kernels), the backward's, the forward kernel's quick ones
+if want tests; then  # the ops' GPU tests (C++ operator kernels), the backward's, the forward kernel's quick ones
   timeout 240 python3 -m pytest -q -m gpu -n 8 -p no:cacheprovider tests/test_scan_op.py tests/test_scan_bwd_gpu.py \
-    tests/test_scan_kernel_gpu.py tests/test_scan_cpu.py -k "not random_config and not large_offsets" \
+    tests/test_scan_kernel_gpu.py tests/test_scan_cpu.py tests/test_conv_silu.py tests/test_block_ops.py \
+    -k "not random_config and not large_offsets" \
     >"$OUT/gpu_tests.log" 2>&1 || status=1
   tail -4 "$OUT/gpu_tests.log"
 fi
@@ -57,6 +58,10 @@ if want profile; then
   timeout 150 python3 bench/profile_layer.py --batch 1,8 --dtype fp16 --json "$OUT/profile_dim_h_256_${GPU:-gpu}.json" \
     --md "$OUT/profile_dim_h_256_${GPU:-gpu}.md" >"$OUT/profile.log" 2>&1 || status=1
   tail -4 "$OUT/profile.log"
+fi
+if want fused; then  # the fused block ops against their floors and the unfused code
+  timeout 120 python3 bench/fused_ops.py --json "$OUT/fused_ops_${GPU:-gpu}.json" --md "$OUT/fused_ops_${GPU:-gpu}.md" \
+    2>&1 | tail -3 || status=1
 fi
 if want vae; then
   timeout 120 python3 bench/vae_decode.py --json "$OUT/vae_decode_${GPU:-gpu}.json" --md "$OUT/vae_decode_${GPU:-gpu}.md" \
