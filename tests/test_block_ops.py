@@ -168,25 +168,27 @@ def test_models_with_the_fused_ops_match_the_unfused_models(model):
 
 
 def residual_inputs(batch: int, tokens: int, dim: int, res_dtype, y_dtype, strided: bool, seed: int,
-                    device: str = "cpu"):
-    """The residual stream, the mixer's output (or a strided view) and a (B, 1, D) gate view of a (B, 3, D) tensor."""
+                    device: str = "cpu", gated: bool = True):
+    """The residual stream, the mixer's output (or a strided view) and a (B, 1, D) gate view of a (B, 3, D) tensor
+    (None: DiS's plain residual add)."""
     g = torch.Generator().manual_seed(seed)
     residual = 4 * torch.randn(batch, tokens, dim, generator=g)
     y = torch.randn(batch, dim, tokens, generator=g).transpose(1, 2) if strided else torch.randn(batch, tokens, dim,
                                                                                                    generator=g)
     gate = 0.5 * torch.randn(batch, 3, dim, generator=g)[:, 2:]
     to = lambda t, dt: t.to(device=device, dtype=dt)  # noqa: E731
-    return to(residual, res_dtype), to(y, y_dtype), to(gate, y_dtype)
+    return to(residual, res_dtype), to(y, y_dtype), to(gate, y_dtype) if gated else None
 
 
 def residual_cases(n: int, seed: int):
     rng = random.Random(seed)
     return [(rng.randint(1, 3), rng.choice([1, 7, 33]), rng.choice([1, 5, 100, 1536]), rng.choice(DTYPES),
-             rng.choice(DTYPES), rng.random() < 0.5, i) for i in range(n)]
+             rng.choice(DTYPES), rng.random() < 0.5, rng.random() < 0.75, i) for i in range(n)]
 
 
 def assert_residual_close_to_fp64(out, residual, y, gate) -> None:
-    r64, y64, g64 = residual.double(), y.double(), gate.double()
+    r64, y64 = residual.double(), y.double()
+    g64 = torch.zeros(()) if gate is None else gate.double()
     ref = r64 + (1 + g64) * y64
     mag = r64.abs() + (1 + g64.abs()) * y64.abs()
     err = (out.double() - ref).abs()
@@ -195,21 +197,21 @@ def assert_residual_close_to_fp64(out, residual, y, gate) -> None:
     assert torch.all(err <= bound), f"max error {err.max().item():.3g}, worst ratio {(err / bound).max().item():.3g}"
 
 
-@pytest.mark.parametrize("batch,tokens,dim,res_dtype,y_dtype,strided,seed", residual_cases(20, seed=10))
-def test_residual_cpu_kernel_matches_fp64(batch, tokens, dim, res_dtype, y_dtype, strided, seed):
+@pytest.mark.parametrize("batch,tokens,dim,res_dtype,y_dtype,strided,gated,seed", residual_cases(24, seed=10))
+def test_residual_cpu_kernel_matches_fp64(batch, tokens, dim, res_dtype, y_dtype, strided, gated, seed):
     torch_ops_or_skip()
-    args = residual_inputs(batch, tokens, dim, res_dtype, y_dtype, strided, seed)
+    args = residual_inputs(batch, tokens, dim, res_dtype, y_dtype, strided, seed, gated=gated)
     assert_residual_close_to_fp64(gated_residual(*args), *args)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("batch,tokens,dim,res_dtype,y_dtype,strided,seed", residual_cases(40, seed=11))
+@pytest.mark.parametrize("batch,tokens,dim,res_dtype,y_dtype,strided,gated,seed", residual_cases(40, seed=11))
 def test_residual_cuda_kernel_matches_fp64_and_the_cpu_bit_for_bit(batch, tokens, dim, res_dtype, y_dtype, strided,
-                                                                   seed):
+                                                                   gated, seed):
     torch_ops_or_skip()
-    args = residual_inputs(batch, tokens, dim, res_dtype, y_dtype, strided, seed, device="cuda")
+    args = residual_inputs(batch, tokens, dim, res_dtype, y_dtype, strided, seed, device="cuda", gated=gated)
     out = gated_residual(*args)
-    cpu_args = [t.cpu() for t in args]
+    cpu_args = [None if t is None else t.cpu() for t in args]
     assert out.is_cuda
     assert_residual_close_to_fp64(out.cpu(), *cpu_args)
     assert torch.equal(out.cpu(), gated_residual(*cpu_args))
@@ -243,6 +245,13 @@ def test_residual_bad_inputs_are_named(change, message, python):
     assert str(exc.value) == message
 
 
+def test_residual_without_a_gate_is_the_plain_add_bit_for_bit():
+    """DiS's residual + y.float(): one fp32 add either way, so the kernel and the reference agree exactly."""
+    torch_ops_or_skip()
+    residual, y, _ = residual_inputs(2, 9, 40, torch.float32, torch.bfloat16, True, seed=14)
+    assert torch.equal(gated_residual(residual, y), residual + y.float())
+
+
 def test_residual_serves_the_op_gradients_and_opcheck():
     torch_ops_or_skip()
     args = residual_inputs(2, 7, 32, torch.float32, torch.float16, True, seed=12)
@@ -259,3 +268,4 @@ def test_residual_serves_the_op_gradients_and_opcheck():
     for fused, ref in zip(*grads):
         assert torch.equal(fused, ref)
     torch.library.opcheck(gated_residual, args32)
+    torch.library.opcheck(gated_residual, (args32[0], args32[1], None))

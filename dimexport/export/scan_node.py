@@ -109,9 +109,9 @@ def translate_rms_norm_modulate(x, weight, scale=None, shift=None, eps=1e-5):
     return y
 
 
-def translate_gated_residual(residual, y, gate):
+def translate_gated_residual(residual, y, gate=None):
     """custom_translation_table entry for torch.ops.dimexport.gated_residual: the reference's standard ops."""
-    gated = op.Mul(op.Add(op.CastLike(op.Constant(value_float=1.0), gate), gate), y)
+    gated = y if gate is None else op.Mul(op.Add(op.CastLike(op.Constant(value_float=1.0), gate), gate), y)
     return op.Add(residual, op.CastLike(gated, residual))
 
 

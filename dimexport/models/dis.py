@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..configs import ModelConfig
+from ..ops import gated_residual
 from .layers import Mamba, PatchEmbed, RMSNorm, timestep_embedding, unpatchify
 
 
@@ -27,7 +28,7 @@ class DiSBlock(nn.Module):
     def forward(self, h: Tensor, residual: Tensor | None, skip: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.skip_linear is not None:
             h = self.skip_linear(torch.cat([h, skip], dim=-1))
-        residual = h.float() if residual is None else residual + h.float()
+        residual = h.float() if residual is None else gated_residual(residual, h)  # residual + h.float(), fused
         return self.mixer(self.norm(residual)), residual
 
 

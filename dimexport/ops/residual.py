@@ -1,4 +1,5 @@
-"""DiM's gated residual, ``residual + (1 + gate) * y``, as one op: ``torch.ops.dimexport.gated_residual``.
+"""DiM's gated residual, ``residual + (1 + gate) * y``, as one op: ``torch.ops.dimexport.gated_residual``; without a
+gate it is DiS's ``residual + y.float()``.
 
 Unfused it is three passes (the gate product, the cast to the fp32 residual's dtype, the add) over a dim-h layer's
 activations, ~40 µs of 686 µs at batch 8 (bench/results/profile_dim_h_256_h100.md); fused, one read of each input and
@@ -6,6 +7,8 @@ one write. The same arrangement as the other fused ops (conv.py, norm.py).
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -17,7 +20,7 @@ from .selective_scan import IO_DTYPES
 OP_NAME = "dimexport::gated_residual"
 
 
-def check_residual_inputs(residual: Tensor, y: Tensor, gate: Tensor) -> None:
+def check_residual_inputs(residual: Tensor, y: Tensor, gate: Optional[Tensor]) -> None:
     """Raise InputError naming the offending argument, its shape/dtype and what was expected."""
     if residual.dim() != 3:
         raise InputError(f"gated_residual: residual must be (batch, tokens, dim), got shape {tuple(residual.shape)}")
@@ -28,21 +31,22 @@ def check_residual_inputs(residual: Tensor, y: Tensor, gate: Tensor) -> None:
         raise InputError(f"gated_residual: y must have the residual's shape {tuple(residual.shape)}, "
                          f"got {tuple(y.shape)}")
     batch, _, dim = residual.shape
-    if tuple(gate.shape) != (batch, 1, dim):
+    if gate is not None and tuple(gate.shape) != (batch, 1, dim):
         raise InputError(f"gated_residual: gate must have shape {(batch, 1, dim)}, got {tuple(gate.shape)}")
-    if gate.dtype != y.dtype:
+    if gate is not None and gate.dtype != y.dtype:
         raise InputError(f"gated_residual: gate has dtype {gate.dtype}; it must match y ({y.dtype})")
-    devices = {t.device for t in (residual, y, gate)}
+    devices = {t.device for t in (residual, y, gate) if t is not None}
     if len(devices) > 1:
         raise InputError(f"gated_residual: all inputs must be on one device, got {sorted(map(str, devices))}")
 
 
-def gated_residual_reference(residual: Tensor, y: Tensor, gate: Tensor) -> Tensor:
-    """As DiM's block computes it: the gated output in y's dtype, cast to the residual's, added."""
-    return residual + ((1 + gate) * y).to(residual.dtype)
+def gated_residual_reference(residual: Tensor, y: Tensor, gate: Optional[Tensor] = None) -> Tensor:
+    """As DiM's block computes it: the gated output in y's dtype, cast to the residual's, added (DiS's: y cast and
+    added)."""
+    return residual + (y if gate is None else (1 + gate) * y).to(residual.dtype)
 
 
-def reference_kernel(residual: Tensor, y: Tensor, gate: Tensor) -> Tensor:
+def reference_kernel(residual: Tensor, y: Tensor, gate: Optional[Tensor] = None) -> Tensor:
     """The op's body: checks, then the reference; contiguous, in the residual's dtype. The C++ operator's kernels
     replace it on the CPU and the GPU when they load (fp32 math, rounded once)."""
     check_residual_inputs(residual, y, gate)
@@ -53,7 +57,7 @@ gated_residual = torch.library.custom_op(OP_NAME, reference_kernel, mutates_args
 
 
 @gated_residual.register_fake
-def _(residual, y, gate):
+def _(residual, y, gate=None):
     check_residual_inputs(residual, y, gate)
     return torch.empty_like(residual, memory_format=torch.contiguous_format)
 

@@ -170,8 +170,8 @@ int dimex_rms_norm_modulate_fwd_cpu(const dimex_norm_params* params, int num_thr
 
 /* DiM's gated residual (ABI version 7), per batch b, token l, channel c:
  *   out[b,l,c] = residual[b,l,c] + (1 + gate[b,c]) * y[b,l,c]        (fp32 math, rounded once to res_dtype)
- * residual and out share res_dtype, y and gate share y_dtype; all (batch, rows, dim) by element strides, gate
- * (batch, dim). out may be residual itself (in place). */
+ * or, with gate NULL, residual + y (DiS's residual add). residual and out share res_dtype, y and gate share y_dtype;
+ * all (batch, rows, dim) by element strides, gate (batch, dim). out may be residual itself (in place). */
 typedef struct {
   int64_t batch, rows, dim;
   dimex_dtype res_dtype, y_dtype;

@@ -51,13 +51,13 @@ DIMEX_HD float modulate_at(const dimex_norm_params& p, int64_t b, int64_t c, flo
 }
 
 inline int check_residual_params(const dimex_residual_params* p) {
-  if (p == nullptr || !p->residual || !p->y || !p->gate || !p->out) return DIMEX_ERR_INVALID_ARGUMENT;
+  if (p == nullptr || !p->residual || !p->y || !p->out) return DIMEX_ERR_INVALID_ARGUMENT;
   if (p->batch <= 0 || p->rows <= 0 || p->dim <= 0) return DIMEX_ERR_INVALID_ARGUMENT;
   if (!io_dtype_ok(p->res_dtype) || !io_dtype_ok(p->y_dtype)) return DIMEX_ERR_UNSUPPORTED;
   return DIMEX_OK;
 }
 
-// residual + (1 + gate) * y, each operation rounded once in fp32.
+// residual + (1 + gate) * y, each operation rounded once in fp32 (gate 0: exactly residual + y).
 DIMEX_HD float gated_residual(float residual, float gate, float y) {
   return add_rn(residual, mul_rn(add_rn(1.0f, gate), y));
 }
@@ -70,7 +70,8 @@ DIMEX_HD void gated_residual_at(const dimex_residual_params& p, int64_t b, int64
   const float r = Io<RT>::load(static_cast<const R*>(p.residual)[b * p.residual_stride[0] + l * p.residual_stride[1] +
                                                                  c * p.residual_stride[2]]);
   const float y = Io<YT>::load(static_cast<const Y*>(p.y)[b * p.y_stride[0] + l * p.y_stride[1] + c * p.y_stride[2]]);
-  const float g = Io<YT>::load(static_cast<const Y*>(p.gate)[b * p.gate_stride[0] + c * p.gate_stride[1]]);
+  const float g = p.gate ? Io<YT>::load(static_cast<const Y*>(p.gate)[b * p.gate_stride[0] + c * p.gate_stride[1]])
+                         : 0.0f;
   static_cast<R*>(p.out)[b * p.out_stride[0] + l * p.out_stride[1] + c * p.out_stride[2]] =
       Io<RT>::store(gated_residual(r, g, y));
 }

@@ -359,7 +359,7 @@ Tensor norm_modulate(const Tensor& x, const Tensor& weight_in, const OptTensor& 
 }
 
 // check_residual_inputs() of dimexport/ops/residual.py, the same conditions in the same order and the same words.
-void check_residual_inputs(const Tensor& residual, const Tensor& y, const Tensor& gate) {
+void check_residual_inputs(const Tensor& residual, const Tensor& y, const OptTensor& gate) {
   TORCH_CHECK_VALUE(residual.dim() == 3, "gated_residual: residual must be (batch, tokens, dim), got shape ",
                     shape_str(residual.sizes()));
   for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"residual", &residual}, {"y", &y}})
@@ -367,16 +367,18 @@ void check_residual_inputs(const Tensor& residual, const Tensor& y, const Tensor
                       "; use float32, float16 or bfloat16");
   TORCH_CHECK_VALUE(y.sizes() == residual.sizes(), "gated_residual: y must have the residual's shape ",
                     shape_str(residual.sizes()), ", got ", shape_str(y.sizes()));
-  const std::vector<int64_t> gate_shape{residual.size(0), 1, residual.size(2)};
-  TORCH_CHECK_VALUE(gate.sizes() == c10::IntArrayRef(gate_shape), "gated_residual: gate must have shape ",
-                    shape_str(gate_shape), ", got ", shape_str(gate.sizes()));
-  TORCH_CHECK_VALUE(gate.scalar_type() == y.scalar_type(), "gated_residual: gate has dtype ",
-                    dtype_str(gate.scalar_type()), "; it must match y (", dtype_str(y.scalar_type()), ")");
-  const std::string devices = device_list({&residual, &y, &gate});
+  if (gate.has_value()) {
+    const std::vector<int64_t> gate_shape{residual.size(0), 1, residual.size(2)};
+    TORCH_CHECK_VALUE(gate->sizes() == c10::IntArrayRef(gate_shape), "gated_residual: gate must have shape ",
+                      shape_str(gate_shape), ", got ", shape_str(gate->sizes()));
+    TORCH_CHECK_VALUE(gate->scalar_type() == y.scalar_type(), "gated_residual: gate has dtype ",
+                      dtype_str(gate->scalar_type()), "; it must match y (", dtype_str(y.scalar_type()), ")");
+  }
+  const std::string devices = device_list({&residual, &y, gate.has_value() ? &*gate : nullptr});
   TORCH_CHECK_VALUE(devices.empty(), "gated_residual: all inputs must be on one device, got ", devices);
 }
 
-Tensor residual_op(const Tensor& residual, const Tensor& y, const Tensor& gate) {
+Tensor residual_op(const Tensor& residual, const Tensor& y, const OptTensor& gate) {
   check_library_abi();
   check_residual_inputs(residual, y, gate);
   Tensor out = at::empty(residual.sizes(), residual.options());
@@ -391,9 +393,11 @@ Tensor residual_op(const Tensor& residual, const Tensor& y, const Tensor& gate) 
   copy_strides(residual, p.residual_stride);
   p.y = y.data_ptr();
   copy_strides(y, p.y_stride);
-  p.gate = gate.data_ptr();
-  p.gate_stride[0] = gate.stride(0);  // (batch, 1, dim): the middle dimension has size 1
-  p.gate_stride[1] = gate.stride(2);
+  if (gate.has_value()) {
+    p.gate = gate->data_ptr();
+    p.gate_stride[0] = gate->stride(0);  // (batch, 1, dim): the middle dimension has size 1
+    p.gate_stride[1] = gate->stride(2);
+  }
   p.out = out.data_ptr();
   copy_strides(out, p.out_stride);
   if (residual.device().is_cpu()) {
