@@ -103,16 +103,15 @@ class Mamba(nn.Module):
         D: Tensor = getattr(self, f"D{suffix}")
         # reverse: the causal conv of the flipped sequence, in original order (look ahead, kernel flipped)
         u = causal_conv1d_silu(x, conv.weight.squeeze(1), conv.bias, reverse)
-        batch = u.shape[0]
-        x_dbl = torch.bmm(x_proj.weight.expand(batch, -1, -1), u)  # (B, R + 2N, L)
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
-        delta = torch.bmm(dt_proj.weight.expand(batch, -1, -1), dt)  # (B, Di, L); its bias goes to the scan
+        x_dbl = F.linear(u.transpose(1, 2), x_proj.weight)  # (B, L, R + 2N)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # bias goes to the scan as delta_bias
         return selective_scan(
             u,
             delta,
             -torch.exp(A_log.float()),
-            B.unsqueeze(1),
-            C.unsqueeze(1),
+            B.transpose(1, 2).unsqueeze(1),
+            C.transpose(1, 2).unsqueeze(1),
             D.float(),
             z,
             dt_proj.bias.float(),
@@ -121,16 +120,10 @@ class Mamba(nn.Module):
         )
 
     def forward(self, hidden: Tensor) -> Tensor:
-        """(B, L, d_model) -> (B, L, d_model).
-
-        The projections inside the mixer are written W @ x on channel-major (B, channels, L) tensors, as mamba_ssm's
-        fast path does for in_proj: every tensor the scan reads (u, z, delta, B, C) then runs along L contiguously (the
-        kernel's fast, cp.async path), and no projection copies its input (mm/bmm take transposed and batch-broadcast
-        views; torch.matmul and F.linear would fold the batch into a copy); the conv reads x in place."""
-        batch, seqlen, d_model = hidden.shape
-        xz = (self.in_proj.weight @ hidden.reshape(batch * seqlen, d_model).T).view(-1, batch, seqlen).transpose(0, 1)
+        """(B, L, d_model) -> (B, L, d_model)."""
+        xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2*Di, L)
         x, z = xz.chunk(2, dim=1)
         y = self._direction(x, z, "", reverse=False)
         if self.bimamba:
             y = y + self._direction(x, z, "_b", reverse=True)
-        return torch.bmm(y.mT, self.out_proj.weight.mT.expand(batch, -1, -1))
+        return self.out_proj(y.transpose(1, 2))
