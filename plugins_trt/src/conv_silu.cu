@@ -1,7 +1,8 @@
 // The causal conv1d + SiLU on the GPU (dimex_causal_conv1d_silu_fwd, include/dimexport_scan.h): one warp per (b, d)
 // row, its lanes on consecutive tokens, so each of the K tap loads of a warp reads one contiguous run of x when the
-// row is contiguous (x a channel-major view of in_proj's output) and the K shifted reads hit L1. Memory-bound: the
-// floor is reading x and writing out once (issue "Whole-denoiser speed" §2; bench/conv_silu.py).
+// row is contiguous, and the K shifted reads hit L1. Token-major rows (the slice of in_proj's output the mixer hands
+// over) load uncoalesced (KERNEL_NOTES.md). Memory-bound: the floor is reading x and writing out once (issue
+// "Whole-denoiser speed" §2; bench/fused_ops.py).
 #include <cuda_runtime.h>
 
 #include "conv_silu.h"
