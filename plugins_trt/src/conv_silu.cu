@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include "conv_silu.h"
+#include "dtype_dispatch.h"
 
 #define DIMEX_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -32,41 +33,23 @@ __global__ void __launch_bounds__(kWarps * 32) conv_silu_kernel(dimex_conv_param
     out[l * p.out_stride[2]] = Io<DT>::store(conv_silu_at<DT, K, kReverse>(x, p.x_stride[2], p.seqlen, l, w, bias));
 }
 
-template <dimex_dtype DT, int K>
-void launch(const dimex_conv_params& p, cudaStream_t stream) {
-  const int64_t blocks = (p.batch * p.dim + kWarps - 1) / kWarps;
-  if (p.reverse)
-    conv_silu_kernel<DT, K, true><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(p);
-  else
-    conv_silu_kernel<DT, K, false><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(p);
-}
-
-template <dimex_dtype DT>
-void launch_width(const dimex_conv_params& p, cudaStream_t stream) {
-  switch (p.width) {
-    case 1: launch<DT, 1>(p, stream); break;
-    case 2: launch<DT, 2>(p, stream); break;
-    case 3: launch<DT, 3>(p, stream); break;
-    case 4: launch<DT, 4>(p, stream); break;
-    case 5: launch<DT, 5>(p, stream); break;
-    case 6: launch<DT, 6>(p, stream); break;
-    case 7: launch<DT, 7>(p, stream); break;
-    default: launch<DT, 8>(p, stream); break;
-  }
-}
-
 }  // namespace
 }  // namespace dimex
 
 DIMEX_EXPORT int dimex_causal_conv1d_silu_fwd(const dimex_conv_params* p, cudaStream_t stream) {
-  const int status = dimex::check_conv_params(p);
+  using namespace dimex;
+  const int status = check_conv_params(p);
   if (status != DIMEX_OK) return status;
-  if ((p->batch * p->dim + dimex::kWarps - 1) / dimex::kWarps > 0x7fffffff) return DIMEX_ERR_INVALID_ARGUMENT;
+  if ((p->batch * p->dim + kWarps - 1) / kWarps > 0x7fffffff) return DIMEX_ERR_INVALID_ARGUMENT;
   (void)cudaGetLastError();  // an earlier, unrelated error must not be reported as this call's
-  switch (p->dtype) {
-    case DIMEX_FLOAT16: dimex::launch_width<DIMEX_FLOAT16>(*p, stream); break;
-    case DIMEX_BFLOAT16: dimex::launch_width<DIMEX_BFLOAT16>(*p, stream); break;
-    default: dimex::launch_width<DIMEX_FLOAT32>(*p, stream); break;
-  }
+  const unsigned blocks = static_cast<unsigned>((p->batch * p->dim + kWarps - 1) / kWarps);
+  with_dtype(p->dtype, [&](auto dt) {
+    with_width(p->width, [&](auto k) {
+      with_flag(p->reverse != 0, [&](auto rev) {
+        conv_silu_kernel<decltype(dt)::value, decltype(k)::value, decltype(rev)::value>
+            <<<blocks, kWarps * 32, 0, stream>>>(*p);
+      });
+    });
+  });
   return cudaPeekAtLastError() == cudaSuccess ? DIMEX_OK : DIMEX_ERR_CUDA;
 }

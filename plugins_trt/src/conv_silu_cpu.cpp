@@ -2,11 +2,9 @@
 // over OpenMP threads, each computed by conv_silu.h's arithmetic, as the CUDA kernel does, so the two agree bit for
 // bit and the result does not depend on the thread count. x86-64 builds carry an AVX2+FMA copy of the row loop
 // (hardware FMAs; without them fmaf is a libm call), chosen at run time.
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "conv_silu.h"
+#include "cpu_parallel.h"
+#include "dtype_dispatch.h"
 
 #define DIMEX_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -32,7 +30,7 @@ DIMEX_HD void row_impl(const dimex_conv_params& p, int64_t row) {
 template <dimex_dtype DT, int K, bool kReverse>
 void row_default(const dimex_conv_params& p, int64_t row) { row_impl<DT, K, kReverse>(p, row); }
 
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#ifdef DIMEX_CPU_X86
 template <dimex_dtype DT, int K, bool kReverse>
 __attribute__((target("avx2,fma"))) void row_avx2(const dimex_conv_params& p, int64_t row) {
   row_impl<DT, K, kReverse>(p, row);
@@ -41,46 +39,26 @@ __attribute__((target("avx2,fma"))) void row_avx2(const dimex_conv_params& p, in
 
 template <dimex_dtype DT, int K, bool kReverse>
 RowFn pick_row() {
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-  static const bool fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (fma) return row_avx2<DT, K, kReverse>;
+#ifdef DIMEX_CPU_X86
+  if (cpu_has_avx2_fma()) return row_avx2<DT, K, kReverse>;
 #endif
   return row_default<DT, K, kReverse>;
-}
-
-template <dimex_dtype DT, int K>
-RowFn pick_reverse(bool reverse) { return reverse ? pick_row<DT, K, true>() : pick_row<DT, K, false>(); }
-
-template <dimex_dtype DT>
-RowFn pick_width(int64_t width, bool reverse) {
-  switch (width) {
-    case 1: return pick_reverse<DT, 1>(reverse);
-    case 2: return pick_reverse<DT, 2>(reverse);
-    case 3: return pick_reverse<DT, 3>(reverse);
-    case 4: return pick_reverse<DT, 4>(reverse);
-    case 5: return pick_reverse<DT, 5>(reverse);
-    case 6: return pick_reverse<DT, 6>(reverse);
-    case 7: return pick_reverse<DT, 7>(reverse);
-    default: return pick_reverse<DT, 8>(reverse);
-  }
 }
 
 }  // namespace
 }  // namespace dimex
 
 DIMEX_EXPORT int dimex_causal_conv1d_silu_fwd_cpu(const dimex_conv_params* p, int num_threads) {
-  const int status = dimex::check_conv_params(p);
+  using namespace dimex;
+  const int status = check_conv_params(p);
   if (status != DIMEX_OK) return status;
-  const bool rev = p->reverse != 0;
-  const dimex::RowFn fn = p->dtype == DIMEX_FLOAT16    ? dimex::pick_width<DIMEX_FLOAT16>(p->width, rev)
-                          : p->dtype == DIMEX_BFLOAT16 ? dimex::pick_width<DIMEX_BFLOAT16>(p->width, rev)
-                                                       : dimex::pick_width<DIMEX_FLOAT32>(p->width, rev);
-  const int64_t rows = p->batch * p->dim;
-#ifdef _OPENMP
-  const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
-#pragma omp parallel for schedule(static) num_threads(threads)
-#endif
-  for (int64_t row = 0; row < rows; ++row) fn(*p, row);
-  (void)num_threads;
+  const RowFn fn = with_dtype(p->dtype, [&](auto dt) {
+    return with_width(p->width, [&](auto k) {
+      return with_flag(p->reverse != 0, [&](auto rev) {
+        return pick_row<decltype(dt)::value, decltype(k)::value, decltype(rev)::value>();
+      });
+    });
+  });
+  parallel_items(p->batch * p->dim, num_threads, [&](int64_t row) { fn(*p, row); });
   return DIMEX_OK;
 }

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "dtype_dispatch.h"
 #include "norm_modulate.h"
 
 #define DIMEX_EXPORT extern "C" __attribute__((visibility("default")))
@@ -34,16 +35,6 @@ __global__ void __launch_bounds__(kWarps * 32) norm_kernel(dimex_norm_params p) 
     out[c * p.out_stride[2]] = Io<OT>::store(modulate_at<OT>(p, b, c, Io<XT>::load(x[c * p.x_stride[2]]), inv));
 }
 
-template <dimex_dtype XT>
-void launch_out(const dimex_norm_params& p, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>((p.batch * p.rows + kWarps - 1) / kWarps);
-  switch (p.out_dtype) {
-    case DIMEX_FLOAT16: norm_kernel<XT, DIMEX_FLOAT16><<<blocks, kWarps * 32, 0, stream>>>(p); break;
-    case DIMEX_BFLOAT16: norm_kernel<XT, DIMEX_BFLOAT16><<<blocks, kWarps * 32, 0, stream>>>(p); break;
-    default: norm_kernel<XT, DIMEX_FLOAT32><<<blocks, kWarps * 32, 0, stream>>>(p); break;
-  }
-}
-
 template <dimex_dtype RT, dimex_dtype YT>
 __global__ void __launch_bounds__(256) residual_kernel(dimex_residual_params p) {
   const int64_t n = p.batch * p.rows * p.dim;
@@ -55,41 +46,35 @@ __global__ void __launch_bounds__(256) residual_kernel(dimex_residual_params p) 
   }
 }
 
-template <dimex_dtype RT>
-void launch_residual(const dimex_residual_params& p, cudaStream_t stream) {
-  const int64_t n = p.batch * p.rows * p.dim;
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 1 << 20));
-  switch (p.y_dtype) {
-    case DIMEX_FLOAT16: residual_kernel<RT, DIMEX_FLOAT16><<<blocks, 256, 0, stream>>>(p); break;
-    case DIMEX_BFLOAT16: residual_kernel<RT, DIMEX_BFLOAT16><<<blocks, 256, 0, stream>>>(p); break;
-    default: residual_kernel<RT, DIMEX_FLOAT32><<<blocks, 256, 0, stream>>>(p); break;
-  }
-}
-
 }  // namespace
 }  // namespace dimex
 
 DIMEX_EXPORT int dimex_gated_residual_fwd(const dimex_residual_params* p, cudaStream_t stream) {
-  const int status = dimex::check_residual_params(p);
+  using namespace dimex;
+  const int status = check_residual_params(p);
   if (status != DIMEX_OK) return status;
   (void)cudaGetLastError();  // an earlier, unrelated error must not be reported as this call's
-  switch (p->res_dtype) {
-    case DIMEX_FLOAT16: dimex::launch_residual<DIMEX_FLOAT16>(*p, stream); break;
-    case DIMEX_BFLOAT16: dimex::launch_residual<DIMEX_BFLOAT16>(*p, stream); break;
-    default: dimex::launch_residual<DIMEX_FLOAT32>(*p, stream); break;
-  }
+  const int64_t n = p->batch * p->rows * p->dim;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 1 << 20));
+  with_dtype(p->res_dtype, [&](auto rt) {
+    with_dtype(p->y_dtype, [&](auto yt) {
+      residual_kernel<decltype(rt)::value, decltype(yt)::value><<<blocks, 256, 0, stream>>>(*p);
+    });
+  });
   return cudaPeekAtLastError() == cudaSuccess ? DIMEX_OK : DIMEX_ERR_CUDA;
 }
 
 DIMEX_EXPORT int dimex_rms_norm_modulate_fwd(const dimex_norm_params* p, cudaStream_t stream) {
-  const int status = dimex::check_norm_params(p);
+  using namespace dimex;
+  const int status = check_norm_params(p);
   if (status != DIMEX_OK) return status;
-  if ((p->batch * p->rows + dimex::kWarps - 1) / dimex::kWarps > 0x7fffffff) return DIMEX_ERR_INVALID_ARGUMENT;
+  if ((p->batch * p->rows + kWarps - 1) / kWarps > 0x7fffffff) return DIMEX_ERR_INVALID_ARGUMENT;
   (void)cudaGetLastError();  // an earlier, unrelated error must not be reported as this call's
-  switch (p->x_dtype) {
-    case DIMEX_FLOAT16: dimex::launch_out<DIMEX_FLOAT16>(*p, stream); break;
-    case DIMEX_BFLOAT16: dimex::launch_out<DIMEX_BFLOAT16>(*p, stream); break;
-    default: dimex::launch_out<DIMEX_FLOAT32>(*p, stream); break;
-  }
+  const unsigned blocks = static_cast<unsigned>((p->batch * p->rows + kWarps - 1) / kWarps);
+  with_dtype(p->x_dtype, [&](auto xt) {
+    with_dtype(p->out_dtype, [&](auto ot) {
+      norm_kernel<decltype(xt)::value, decltype(ot)::value><<<blocks, kWarps * 32, 0, stream>>>(*p);
+    });
+  });
   return cudaPeekAtLastError() == cudaSuccess ? DIMEX_OK : DIMEX_ERR_CUDA;
 }

@@ -2,10 +2,8 @@
 // dimex_gated_residual_fwd_cpu, include/dimexport_scan.h): rows spread over OpenMP threads; each norm row replays the
 // CUDA kernel's order (32 lane partial sums, the xor butterfly), so the CPU and the GPU give the same bits for any
 // thread count. x86-64 builds carry an AVX2+FMA copy of the norm (hardware FMAs).
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+#include "cpu_parallel.h"
+#include "dtype_dispatch.h"
 #include "norm_modulate.h"
 
 #define DIMEX_EXPORT extern "C" __attribute__((visibility("default")))
@@ -37,75 +35,44 @@ DIMEX_HD void norm_row(const dimex_norm_params& p, int64_t r) {
 template <dimex_dtype XT, dimex_dtype OT>
 void row_default(const dimex_norm_params& p, int64_t r) { norm_row<XT, OT>(p, r); }
 
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#ifdef DIMEX_CPU_X86
 template <dimex_dtype XT, dimex_dtype OT>
 __attribute__((target("avx2,fma"))) void row_avx2(const dimex_norm_params& p, int64_t r) { norm_row<XT, OT>(p, r); }
 #endif
 
 template <dimex_dtype XT, dimex_dtype OT>
 RowFn pick() {
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-  static const bool fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (fma) return row_avx2<XT, OT>;
+#ifdef DIMEX_CPU_X86
+  if (cpu_has_avx2_fma()) return row_avx2<XT, OT>;
 #endif
   return row_default<XT, OT>;
-}
-
-template <dimex_dtype XT>
-RowFn pick_out(dimex_dtype out) {
-  return out == DIMEX_FLOAT16 ? pick<XT, DIMEX_FLOAT16>() : out == DIMEX_BFLOAT16 ? pick<XT, DIMEX_BFLOAT16>()
-                                                                                   : pick<XT, DIMEX_FLOAT32>();
-}
-
-template <dimex_dtype RT, dimex_dtype YT>
-void residual_rows(const dimex_residual_params& p, int num_threads) {
-  const int64_t rows = p.batch * p.rows;
-#ifdef _OPENMP
-  const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
-#pragma omp parallel for schedule(static) num_threads(threads)
-#endif
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t b = r / p.rows, l = r - b * p.rows;
-    for (int64_t c = 0; c < p.dim; ++c) gated_residual_at<RT, YT>(p, b, l, c);
-  }
-  (void)num_threads;
-}
-
-template <dimex_dtype RT>
-void residual_y(const dimex_residual_params& p, int num_threads) {
-  switch (p.y_dtype) {
-    case DIMEX_FLOAT16: residual_rows<RT, DIMEX_FLOAT16>(p, num_threads); break;
-    case DIMEX_BFLOAT16: residual_rows<RT, DIMEX_BFLOAT16>(p, num_threads); break;
-    default: residual_rows<RT, DIMEX_FLOAT32>(p, num_threads); break;
-  }
 }
 
 }  // namespace
 }  // namespace dimex
 
 DIMEX_EXPORT int dimex_gated_residual_fwd_cpu(const dimex_residual_params* p, int num_threads) {
-  const int status = dimex::check_residual_params(p);
+  using namespace dimex;
+  const int status = check_residual_params(p);
   if (status != DIMEX_OK) return status;
-  switch (p->res_dtype) {
-    case DIMEX_FLOAT16: dimex::residual_y<DIMEX_FLOAT16>(*p, num_threads); break;
-    case DIMEX_BFLOAT16: dimex::residual_y<DIMEX_BFLOAT16>(*p, num_threads); break;
-    default: dimex::residual_y<DIMEX_FLOAT32>(*p, num_threads); break;
-  }
+  with_dtype(p->res_dtype, [&](auto rt) {
+    with_dtype(p->y_dtype, [&](auto yt) {
+      parallel_items(p->batch * p->rows, num_threads, [&](int64_t r) {
+        const int64_t b = r / p->rows, l = r - b * p->rows;
+        for (int64_t c = 0; c < p->dim; ++c) gated_residual_at<decltype(rt)::value, decltype(yt)::value>(*p, b, l, c);
+      });
+    });
+  });
   return DIMEX_OK;
 }
 
 DIMEX_EXPORT int dimex_rms_norm_modulate_fwd_cpu(const dimex_norm_params* p, int num_threads) {
-  const int status = dimex::check_norm_params(p);
+  using namespace dimex;
+  const int status = check_norm_params(p);
   if (status != DIMEX_OK) return status;
-  const dimex::RowFn fn = p->x_dtype == DIMEX_FLOAT16    ? dimex::pick_out<DIMEX_FLOAT16>(p->out_dtype)
-                          : p->x_dtype == DIMEX_BFLOAT16 ? dimex::pick_out<DIMEX_BFLOAT16>(p->out_dtype)
-                                                         : dimex::pick_out<DIMEX_FLOAT32>(p->out_dtype);
-  const int64_t rows = p->batch * p->rows;
-#ifdef _OPENMP
-  const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
-#pragma omp parallel for schedule(static) num_threads(threads)
-#endif
-  for (int64_t r = 0; r < rows; ++r) fn(*p, r);
-  (void)num_threads;
+  const RowFn fn = with_dtype(p->x_dtype, [&](auto xt) {
+    return with_dtype(p->out_dtype, [&](auto ot) { return pick<decltype(xt)::value, decltype(ot)::value>(); });
+  });
+  parallel_items(p->batch * p->rows, num_threads, [&](int64_t r) { fn(*p, r); });
   return DIMEX_OK;
 }

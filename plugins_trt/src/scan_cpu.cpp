@@ -10,10 +10,6 @@
 // AVX-512 (16) copies of the item function, chosen at run time from the CPU's features (GCC's target_clones would
 // choose "arch=" clones by CPU model); every copy gives the same bits, since each channel's arithmetic is the same
 // (explicit FMAs, no contraction, no reduction across channels). DIMEX_SCAN_CPU_NO_AVX512=1 skips AVX-512.
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -21,15 +17,13 @@
 #include <cstdlib>
 #include <vector>
 
+#include "cpu_parallel.h"
 #include "dimexport_scan.h"
 #include "scan_math_common.h"
 #include "scan_validate.h"
 
 #define DIMEX_EXPORT extern "C" __attribute__((visibility("default")))
 
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-#define DIMEX_CPU_X86 1
-#endif
 
 namespace dimex {
 namespace {
@@ -191,7 +185,7 @@ __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))) void item_avx512(c
 template <int NP>
 Variant variant() {
 #ifdef DIMEX_CPU_X86
-  static const bool fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool fma = cpu_has_avx2_fma();
   static const bool avx512 = fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                              __builtin_cpu_supports("avx512dq") && std::getenv("DIMEX_SCAN_CPU_NO_AVX512") == nullptr;
   if (avx512) return {item_avx512<NP>, 16};
@@ -206,17 +200,11 @@ void scan_all(const dimex_scan_params* p, int num_threads) {
   const int64_t dg = p->dim / p->ngroups;
   const int64_t blocks = (dg + v.width - 1) / v.width;  // channel blocks per group: none straddles two groups
   const int64_t items = p->batch * p->ngroups * blocks;
-#ifdef _OPENMP
-  const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
-#pragma omp parallel for schedule(static) num_threads(threads)
-#else
-  (void)num_threads;  // built without OpenMP: one thread
-#endif
-  for (int64_t i = 0; i < items; ++i) {
+  parallel_items(items, num_threads, [&](int64_t i) {
     const int64_t blk = i % blocks, g = (i / blocks) % p->ngroups, b = i / (blocks * p->ngroups);
     const int64_t d0 = g * dg + blk * v.width;
     v.fn(p, b, g, d0, static_cast<int>(std::min<int64_t>(v.width, dg - blk * v.width)));
-  }
+  });
 }
 
 // ---- backward ------------------------------------------------------------------------------------------------
@@ -389,17 +377,11 @@ template <int NP>
 void bwd_all(const BwdArgs& a, int num_threads) {
   BwdFn fn = bwd_base<NP>;
 #ifdef DIMEX_CPU_X86
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) fn = bwd_avx2<NP>;
+  if (cpu_has_avx2_fma()) fn = bwd_avx2<NP>;
 #endif
   const dimex_scan_params* p = &a.q->fwd;
   const int64_t items = p->batch * p->ngroups;
-#ifdef _OPENMP
-  const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
-#pragma omp parallel for schedule(static) num_threads(threads)
-#else
-  (void)num_threads;
-#endif
-  for (int64_t i = 0; i < items; ++i) fn(a, i / p->ngroups, i % p->ngroups);
+  parallel_items(items, num_threads, [&](int64_t i) { fn(a, i / p->ngroups, i % p->ngroups); });
 }
 
 }  // namespace

@@ -78,6 +78,9 @@ dimex_dtype abi_dtype(at::ScalarType t) {
   return t == at::kHalf ? DIMEX_FLOAT16 : t == at::kBFloat16 ? DIMEX_BFLOAT16 : DIMEX_FLOAT32;
 }
 
+// The tensor of an optional argument, or nullptr.
+const Tensor* opt(const OptTensor& t) { return t.has_value() ? &*t : nullptr; }
+
 // The devices of the inputs in the words of Python's sorted(map(str, devices)): "['cpu', 'cuda:0']".
 std::string device_list(std::initializer_list<const Tensor*> tensors) {
   std::set<std::string> devices;
@@ -105,7 +108,7 @@ void check_inputs(const Tensor& u, const Tensor& delta, const Tensor& A, const T
                     kMaxDstate);
   const std::vector<int64_t> bdl{batch, dim, seqlen};
   for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"delta", &delta},
-                                {"z", z.has_value() ? &*z : nullptr}}) {
+                                {"z", opt(z)}}) {
     if (t == nullptr) continue;
     TORCH_CHECK_VALUE(t->sizes() == c10::IntArrayRef(bdl) && t->scalar_type() == u.scalar_type(), "selective_scan: ",
                       name, " must match u: shape ", shape_str(bdl), " dtype ", dtype_str(u.scalar_type()),
@@ -125,15 +128,14 @@ void check_inputs(const Tensor& u, const Tensor& delta, const Tensor& A, const T
   const std::vector<int64_t> a_shape{dim, dstate}, d_shape{dim};
   for (const auto& [name, t, shape] :
        {std::tuple<const char*, const Tensor*, const std::vector<int64_t>*>{"A", &A, &a_shape},
-        {"D", D.has_value() ? &*D : nullptr, &d_shape},
-        {"delta_bias", delta_bias.has_value() ? &*delta_bias : nullptr, &d_shape}}) {
+        {"D", opt(D), &d_shape},
+        {"delta_bias", opt(delta_bias), &d_shape}}) {
     if (t == nullptr) continue;
     TORCH_CHECK_VALUE(t->sizes() == c10::IntArrayRef(*shape), "selective_scan: ", name, " must have shape ",
                       shape_str(*shape), ", got ", shape_str(t->sizes()));
     TORCH_CHECK_VALUE(t->scalar_type() == at::kFloat, "selective_scan: ", name, " must be float32 (got ",
                       dtype_str(t->scalar_type()), "); keep it in fp32");
   }
-  const auto opt = [](const OptTensor& t) { return t.has_value() ? &*t : nullptr; };
   const std::string devices = device_list({&u, &delta, &A, &B, &C, opt(D), opt(z), opt(delta_bias)});
   TORCH_CHECK_VALUE(devices.empty(), "selective_scan: all inputs must be on one device, got ", devices);
 }
@@ -245,6 +247,27 @@ Tensor scan(const Tensor& u, const Tensor& delta, const Tensor& A_in, const Tens
   return out;
 }
 
+// Runs one fused op's kernel on t's device: the CPU entry on the intra-op threads, else the CUDA entry on the current
+// stream of t's device; a failing status becomes an error naming the entry.
+template <typename P>
+void run_kernel(const Tensor& t, const P& p, int (*cpu)(const P*, int), const char* cpu_name,
+                int (*cuda)(const P*, cudaStream_t), const char* cuda_name) {
+  if (t.device().is_cpu()) {
+    check_status(cpu(&p, at::get_num_threads()), cpu_name);
+    return;
+  }
+  const c10::DeviceGuard guard(t.device());
+  check_status(cuda(&p, current_stream(t)), cuda_name);
+}
+
+// An optional (batch, 1, dim) argument as the C ABI's pointer and (batch, channel) strides; nothing if absent.
+void set_broadcast(const OptTensor& t, const void** ptr, int64_t (&stride)[2]) {
+  if (!t.has_value()) return;
+  *ptr = t->data_ptr();
+  stride[0] = t->stride(0);  // the middle dimension has size 1
+  stride[1] = t->stride(2);
+}
+
 // check_conv_inputs() of dimexport/ops/conv.py, the same conditions in the same order and the same words.
 void check_conv_inputs(const Tensor& x, const Tensor& weight, const OptTensor& bias) {
   TORCH_CHECK_VALUE(x.dim() == 3, "causal_conv1d_silu: x must be (batch, dim, seqlen), got shape ",
@@ -260,12 +283,12 @@ void check_conv_inputs(const Tensor& x, const Tensor& weight, const OptTensor& b
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == dim, "causal_conv1d_silu: bias must have shape (", dim,
                       ",), got ", shape_str(bias->sizes()));
   for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"weight", &weight},
-                                {"bias", bias.has_value() ? &*bias : nullptr}}) {
+                                {"bias", opt(bias)}}) {
     if (t == nullptr) continue;
     TORCH_CHECK_VALUE(t->scalar_type() == x.scalar_type(), "causal_conv1d_silu: ", name, " has dtype ",
                       dtype_str(t->scalar_type()), "; it must match x (", dtype_str(x.scalar_type()), ")");
   }
-  const std::string devices = device_list({&x, &weight, bias.has_value() ? &*bias : nullptr});
+  const std::string devices = device_list({&x, &weight, opt(bias)});
   TORCH_CHECK_VALUE(devices.empty(), "causal_conv1d_silu: all inputs must be on one device, got ", devices);
 }
 
@@ -289,12 +312,8 @@ Tensor conv_silu(const Tensor& x, const Tensor& weight_in, const OptTensor& bias
   p.out = out.data_ptr();
   copy_strides(out, p.out_stride);
   p.reverse = reverse ? 1 : 0;
-  if (x.device().is_cpu()) {
-    check_status(dimex_causal_conv1d_silu_fwd_cpu(&p, at::get_num_threads()), "dimex_causal_conv1d_silu_fwd_cpu");
-    return out;
-  }
-  const c10::DeviceGuard guard(x.device());
-  check_status(dimex_causal_conv1d_silu_fwd(&p, current_stream(x)), "dimex_causal_conv1d_silu_fwd");
+  run_kernel(x, p, dimex_causal_conv1d_silu_fwd_cpu, "dimex_causal_conv1d_silu_fwd_cpu", dimex_causal_conv1d_silu_fwd,
+             "dimex_causal_conv1d_silu_fwd");
   return out;
 }
 
@@ -318,7 +337,6 @@ void check_norm_inputs(const Tensor& x, const Tensor& weight, const OptTensor& s
                       dtype_str((*t)->scalar_type()), "; it must match weight (", dtype_str(weight.scalar_type()), ")");
   }
   TORCH_CHECK_VALUE(eps >= 0, "rms_norm_modulate: eps must be >= 0, got ", py_float(eps));
-  const auto opt = [](const OptTensor& t) { return t.has_value() ? &*t : nullptr; };
   const std::string devices = device_list({&x, &weight, opt(scale), opt(shift)});
   TORCH_CHECK_VALUE(devices.empty(), "rms_norm_modulate: all inputs must be on one device, got ", devices);
 }
@@ -340,21 +358,12 @@ Tensor norm_modulate(const Tensor& x, const Tensor& weight_in, const OptTensor& 
   p.x = x.data_ptr();
   copy_strides(x, p.x_stride);
   p.weight = weight.data_ptr();
-  using Mod = std::tuple<const OptTensor*, const void**, int64_t*>;
-  for (const auto& [t, ptr, stride] : {Mod{&scale, &p.scale, p.scale_stride}, Mod{&shift, &p.shift, p.shift_stride}}) {
-    if (!t->has_value()) continue;
-    *ptr = (*t)->data_ptr();
-    stride[0] = (*t)->stride(0);  // (batch, 1, dim): the middle dimension has size 1
-    stride[1] = (*t)->stride(2);
-  }
+  set_broadcast(scale, &p.scale, p.scale_stride);
+  set_broadcast(shift, &p.shift, p.shift_stride);
   p.out = out.data_ptr();
   copy_strides(out, p.out_stride);
-  if (x.device().is_cpu()) {
-    check_status(dimex_rms_norm_modulate_fwd_cpu(&p, at::get_num_threads()), "dimex_rms_norm_modulate_fwd_cpu");
-    return out;
-  }
-  const c10::DeviceGuard guard(x.device());
-  check_status(dimex_rms_norm_modulate_fwd(&p, current_stream(x)), "dimex_rms_norm_modulate_fwd");
+  run_kernel(x, p, dimex_rms_norm_modulate_fwd_cpu, "dimex_rms_norm_modulate_fwd_cpu", dimex_rms_norm_modulate_fwd,
+             "dimex_rms_norm_modulate_fwd");
   return out;
 }
 
@@ -374,7 +383,7 @@ void check_residual_inputs(const Tensor& residual, const Tensor& y, const OptTen
     TORCH_CHECK_VALUE(gate->scalar_type() == y.scalar_type(), "gated_residual: gate has dtype ",
                       dtype_str(gate->scalar_type()), "; it must match y (", dtype_str(y.scalar_type()), ")");
   }
-  const std::string devices = device_list({&residual, &y, gate.has_value() ? &*gate : nullptr});
+  const std::string devices = device_list({&residual, &y, opt(gate)});
   TORCH_CHECK_VALUE(devices.empty(), "gated_residual: all inputs must be on one device, got ", devices);
 }
 
@@ -393,19 +402,11 @@ Tensor residual_op(const Tensor& residual, const Tensor& y, const OptTensor& gat
   copy_strides(residual, p.residual_stride);
   p.y = y.data_ptr();
   copy_strides(y, p.y_stride);
-  if (gate.has_value()) {
-    p.gate = gate->data_ptr();
-    p.gate_stride[0] = gate->stride(0);  // (batch, 1, dim): the middle dimension has size 1
-    p.gate_stride[1] = gate->stride(2);
-  }
+  set_broadcast(gate, &p.gate, p.gate_stride);
   p.out = out.data_ptr();
   copy_strides(out, p.out_stride);
-  if (residual.device().is_cpu()) {
-    check_status(dimex_gated_residual_fwd_cpu(&p, at::get_num_threads()), "dimex_gated_residual_fwd_cpu");
-    return out;
-  }
-  const c10::DeviceGuard guard(residual.device());
-  check_status(dimex_gated_residual_fwd(&p, current_stream(residual)), "dimex_gated_residual_fwd");
+  run_kernel(residual, p, dimex_gated_residual_fwd_cpu, "dimex_gated_residual_fwd_cpu", dimex_gated_residual_fwd,
+             "dimex_gated_residual_fwd");
   return out;
 }
 
