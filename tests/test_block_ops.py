@@ -14,7 +14,7 @@ import torch
 from dimexport.errors import InputError
 from dimexport.ops import (_native, gated_residual, gated_residual_reference, rms_norm_modulate,
                            rms_norm_modulate_reference)
-from dimexport.ops.testing import torch_ops_or_skip
+from dimexport.ops.testing import on_one_thread, torch_ops_or_skip
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 HALF_ULP = {torch.float32: 2**-24, torch.float16: 2**-11, torch.bfloat16: 2**-8}
@@ -83,13 +83,7 @@ def test_cuda_kernel_matches_fp64_and_the_cpu_bit_for_bit(batch, tokens, dim, x_
 def test_result_does_not_depend_on_the_thread_count():
     torch_ops_or_skip()
     args = norm_inputs(2, 33, 1536, torch.float32, torch.float16, True, False, seed=2)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = rms_norm_modulate(*args)
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(one, rms_norm_modulate(*args))
+    assert torch.equal(on_one_thread(rms_norm_modulate, *args), rms_norm_modulate(*args))
 
 
 def test_cpp_operator_serves_the_op_and_python_kernels_switch_to_the_reference():

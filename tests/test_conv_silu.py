@@ -12,7 +12,7 @@ import torch
 
 from dimexport.errors import InputError
 from dimexport.ops import _native, causal_conv1d_silu, causal_conv1d_silu_reference
-from dimexport.ops.testing import torch_ops_or_skip
+from dimexport.ops.testing import on_one_thread, torch_ops_or_skip
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -88,13 +88,7 @@ def test_cuda_kernel_in_a_cuda_graph():
 def test_result_does_not_depend_on_the_thread_count():
     torch_ops_or_skip()
     x, w, b = conv_inputs(2, 48, 129, 4, torch.float32, "token-major", True, seed=2)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = causal_conv1d_silu(x, w, b, True)
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(one, causal_conv1d_silu(x, w, b, True))
+    assert torch.equal(on_one_thread(causal_conv1d_silu, x, w, b, True), causal_conv1d_silu(x, w, b, True))
 
 
 def test_cpp_operator_serves_the_op_and_python_kernels_switch_to_the_reference():

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..configs import DIM_PAD, DIM_SEPARATORS, ModelConfig
-from ..ops import gated_residual, rms_norm_modulate
+from ..ops import gated_residual
 from .layers import Mamba, PatchEmbed, RMSNorm, depthwise_conv2d, timestep_embedding, unpatchify
 from .scan_order import ScanLayout, pattern_chain
 
@@ -28,8 +28,8 @@ class _NormWrapper(nn.Module):
         super().__init__()
         self.norm = RMSNorm(dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x)
+    def forward(self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
+        return self.norm(x, scale, shift)
 
 
 class TimestepEmbedding(nn.Module):
@@ -103,8 +103,7 @@ class DiMBlock(nn.Module):
 
     def forward(self, s: Tensor, mod: Tensor) -> Tensor:
         shift, scale, gate = (self.scale_shift_table[None] + mod.view(mod.shape[0], 3, -1)).chunk(3, dim=1)
-        norm = self.norm1.norm
-        n = rms_norm_modulate(s, norm.weight, scale, shift, norm.eps)  # norm1(s) * (1 + scale) + shift, fused
+        n = self.norm1(s, scale, shift)  # norm1(s) * (1 + scale) + shift, fused
         return gated_residual(s, self.attn1(n), gate)  # s + ((1 + gate) * attn1(n)).float(), fused
 
 

@@ -30,9 +30,10 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, L, D) in any float dtype -> the weight's dtype; one fused pass (ops.rms_norm_modulate)."""
-        return rms_norm_modulate(x, self.weight, None, None, self.eps)
+    def forward(self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
+        """(B, L, D) in any float dtype -> the weight's dtype, then `* (1 + scale) + shift` ((B, 1, D) each, adaLN)
+        when given; one fused pass (ops.rms_norm_modulate)."""
+        return rms_norm_modulate(x, self.weight, scale, shift, self.eps)
 
 
 class PatchEmbed(nn.Module):

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from .recompute import register_recomputed_autograd
-from .selective_scan import IO_DTYPES
+from .selective_scan import IO_DTYPES, check_one_device
 
 OP_NAME = "dimexport::causal_conv1d_silu"
 MAX_WIDTH = 8  # DIMEX_CONV_MAX_WIDTH of plugins_trt/include/dimexport_scan.h
@@ -41,9 +41,7 @@ def check_conv_inputs(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> None
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype != x.dtype:
             raise InputError(f"causal_conv1d_silu: {name} has dtype {t.dtype}; it must match x ({x.dtype})")
-    devices = {t.device for t in (x, weight, bias) if t is not None}
-    if len(devices) > 1:
-        raise InputError(f"causal_conv1d_silu: all inputs must be on one device, got {sorted(map(str, devices))}")
+    check_one_device("causal_conv1d_silu", x, weight, bias)
 
 
 def causal_conv1d_silu_reference(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from .recompute import register_recomputed_autograd
-from .selective_scan import IO_DTYPES
+from .selective_scan import IO_DTYPES, check_one_device
 
 OP_NAME = "dimexport::rms_norm_modulate"
 
@@ -41,9 +41,7 @@ def check_norm_inputs(x: Tensor, weight: Tensor, scale: Optional[Tensor], shift:
             raise InputError(f"rms_norm_modulate: {name} has dtype {t.dtype}; it must match weight ({weight.dtype})")
     if not eps >= 0:
         raise InputError(f"rms_norm_modulate: eps must be >= 0, got {eps}")
-    devices = {t.device for t in (x, weight, scale, shift) if t is not None}
-    if len(devices) > 1:
-        raise InputError(f"rms_norm_modulate: all inputs must be on one device, got {sorted(map(str, devices))}")
+    check_one_device("rms_norm_modulate", x, weight, scale, shift)
 
 
 def rms_norm_modulate_reference(x: Tensor, weight: Tensor, scale: Optional[Tensor] = None,

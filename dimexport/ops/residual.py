@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from .recompute import register_recomputed_autograd
-from .selective_scan import IO_DTYPES
+from .selective_scan import IO_DTYPES, check_one_device
 
 OP_NAME = "dimexport::gated_residual"
 
@@ -35,9 +35,7 @@ def check_residual_inputs(residual: Tensor, y: Tensor, gate: Optional[Tensor]) -
         raise InputError(f"gated_residual: gate must have shape {(batch, 1, dim)}, got {tuple(gate.shape)}")
     if gate is not None and gate.dtype != y.dtype:
         raise InputError(f"gated_residual: gate has dtype {gate.dtype}; it must match y ({y.dtype})")
-    devices = {t.device for t in (residual, y, gate) if t is not None}
-    if len(devices) > 1:
-        raise InputError(f"gated_residual: all inputs must be on one device, got {sorted(map(str, devices))}")
+    check_one_device("gated_residual", residual, y, gate)
 
 
 def gated_residual_reference(residual: Tensor, y: Tensor, gate: Optional[Tensor] = None) -> Tensor:

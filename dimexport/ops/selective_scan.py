@@ -16,12 +16,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
+from .recompute import reference_gradients
 
 OP_NAME = "dimexport::selective_scan"
 IO_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_DSTATE = 64
 # Bytes of fp32 working set per (B, D-block, L, N) tensor of the reference; bounds its peak memory.
 _REFERENCE_BLOCK_BYTES = 64 * 2**20
+
+
+def check_one_device(op: str, *tensors: Optional[Tensor]) -> None:
+    """Raise InputError when the given tensors (None ignored) are on more than one device, naming them, as every op's
+    checks (and the C++ operator's device_list) word it."""
+    devices = {t.device for t in tensors if t is not None}
+    if len(devices) > 1:
+        raise InputError(f"{op}: all inputs must be on one device, got {sorted(map(str, devices))}")
 
 
 def check_scan_inputs(
@@ -72,9 +81,7 @@ def check_scan_inputs(
             raise InputError(f"selective_scan: {name} must have shape {shape}, got {tuple(t.shape)}")
         if t.dtype != torch.float32:
             raise InputError(f"selective_scan: {name} must be float32 (got {t.dtype}); keep it in fp32")
-    devices = {t.device for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None}
-    if len(devices) > 1:
-        raise InputError(f"selective_scan: all inputs must be on one device, got {sorted(map(str, devices))}")
+    check_one_device("selective_scan", u, delta, A, B, C, D, z, delta_bias)
 
 
 def _chunk_len(seqlen: int) -> int:
@@ -204,12 +211,7 @@ def _backward(ctx, grad_out: Tensor):
     saved = ctx.saved_tensors
     if _native.backward_available(saved[0], saved[2].shape[1]):
         return _native.scan_backward(grad_out, *saved, *ctx.flags) + (None, None)
-    with torch.enable_grad():
-        leaves = [None if t is None else t.detach().requires_grad_(t.is_floating_point()) for t in saved]
-        out = selective_scan_reference(*leaves, *ctx.flags)
-        wanted = [t for t in leaves if t is not None]
-        grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True))
-    return tuple(None if t is None else next(grads) for t in leaves) + (None, None)
+    return reference_gradients(selective_scan_reference, saved, ctx.flags, grad_out)
 
 
 selective_scan.register_autograd(_backward, setup_context=_setup_context)

@@ -1,4 +1,5 @@
-"""Seeded selective-scan inputs for tests and benchmarks, distributed as trained Mamba layers see them."""
+"""Helpers for tests and benchmarks: seeded selective-scan inputs distributed as trained Mamba layers see them, the
+layouts models hand the ops, the C++ operator skip, one-thread runs."""
 
 from __future__ import annotations
 
@@ -52,3 +53,13 @@ def torch_ops_or_skip() -> None:
         if os.environ.get("CI"):
             raise RuntimeError(f"CI must test the C++ operator: {problem}")
         pytest.skip(problem)
+
+
+def on_one_thread(fn, *args):
+    """fn(*args) on one intra-op thread (the thread count restored after): tests compare it with the default count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(threads)
