@@ -127,6 +127,7 @@ def worker(args: argparse.Namespace) -> None:
     """Measure every shape with the library in $DIMEXPORT_SCAN_LIB; print one JSON object."""
     from dimexport.ops import _native
     from dimexport.ops.selective_scan import selective_scan_reference
+    from dimexport.ops.testing import token_major_views
 
     lib = _native.load()
     props = torch.cuda.get_device_properties(0)
@@ -140,6 +141,8 @@ def worker(args: argparse.Namespace) -> None:
         sets = input_sets(batch, dim, seqlen, l2)
         row = dict(batch=batch, dim=dim, seqlen=seqlen, elems=elems, floor_us=fl, sets=len(sets))
         row["us"] = time_graph(native_fn(), sets, fl)
+        if args.token_major:
+            row["token_major_us"] = time_graph(native_fn(), [token_major_views(s) for s in sets], fl)
         if args.sweep:
             row["split_us"] = {s: time_graph(native_fn(s), sets, fl) for s in SPLITS}
             if batch == 1:
@@ -218,6 +221,13 @@ def markdown(env: dict, results: list[dict]) -> str:
             rr = r["rows"][i]
             cells += [f"{rr['us']:.1f}", f"{100 * rr['floor_us'] / rr['us']:.0f} %"]
         lines.append("| " + " | ".join(cells) + " |")
+    if any("token_major_us" in row for row in base["rows"]):
+        lines += ["", f"Token-major inputs and output ({base['tag']}; u, delta, z, out as (B, L, D) storage, B and C as "
+                  "(B, L, G, N), as DiM's mixer hands them) against contiguous (B, D, L) rows, µs:", "",
+                  "| B | D | L | contiguous | token-major | token-major % of floor |", "|---|---|---|---|---|---|"]
+        for row in base["rows"]:
+            lines.append(f"| {row['batch']} | {row['dim']} | {row['seqlen']} | {row['us']:.1f} | "
+                         f"{row['token_major_us']:.1f} | {100 * row['floor_us'] / row['token_major_us']:.0f} % |")
     if any("split_us" in row for row in base["rows"]):
         lines += ["", f"Lanes per channel forced (`DIMEX_SCAN_FORCE_SPLIT`), {base['tag']}, µs:", "",
                   "| B | D | L | auto | " + " | ".join(f"S={s}" for s in SPLITS) + " |",
@@ -263,6 +273,9 @@ def main() -> None:
     ap.add_argument("--md", type=Path, help="write the markdown table here")
     ap.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the forced-split sweep")
     ap.add_argument("--limit", type=int, default=0, help="only the first LIMIT shapes")
+    ap.add_argument("--token-major", action="store_true",
+                    help="also time the first variant on the layouts DiM's mixer hands the op: u, delta, z and the "
+                         "output stored token-major (B, L, D), B and C stored (B, L, G, N)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tag", default="default", help=argparse.SUPPRESS)
     ap.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
@@ -294,6 +307,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--worker", "--tag", tag, "--limit", str(args.limit)]
         if i == 0:
             cmd.append("--reference")
+            if args.token_major:
+                cmd.append("--token-major")
         if not (args.sweep and i == 0):
             cmd.append("--no-sweep")
         env = dict(os.environ, DIMEXPORT_SCAN_LIB=str(Path(path).resolve()))

@@ -65,6 +65,32 @@ def test_strided_token_major_views(scan_inputs):
     torch.testing.assert_close(selective_scan(**views), selective_scan(**args), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("path", ["C++ operator", "ctypes", "reference", "fake"])
+@pytest.mark.parametrize("token_major", [False, True])
+def test_output_has_the_layout_of_u(scan_inputs, path, token_major):
+    """Token-major u (the mixer's conv output) gives token-major (B, L, D) storage, so out_proj reads the scan's output
+    without a transposing copy; contiguous u gives contiguous (B, D, L). Every kernel path agrees."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from dimexport.ops.testing import token_major_views
+
+    if path == "C++ operator" and _native.torch_ops_problem() is not None:
+        pytest.skip(_native.torch_ops_problem())
+    if path == "ctypes" and not _native.loads():
+        pytest.skip("libdimexport_scan.so is not built")
+    args = scan_inputs(2, 8, 40, seed=9)
+    if token_major:
+        args = token_major_views(args)
+    with contextlib.ExitStack() as stack:
+        if path in ("ctypes", "reference"):
+            stack.enter_context(_native.python_kernels(reference=path == "reference"))
+        if path == "fake":
+            mode = stack.enter_context(FakeTensorMode())
+            args = {k: None if v is None else mode.from_tensor(v) for k, v in args.items()}
+        out = selective_scan(**args)
+    assert out.transpose(1, 2).is_contiguous() if token_major else out.is_contiguous()
+
+
 def test_fake_kernel_shapes(scan_inputs):
     from torch._subclasses.fake_tensor import FakeTensorMode
 

@@ -197,9 +197,11 @@ def _params(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Option
 
 def _prepare(u: Tensor, A: Tensor, D: Optional[Tensor], delta_bias: Optional[Tensor], out: Optional[Tensor]):
     """The small fp32 parameters made contiguous (the ABI wants them so) and the output tensor."""
+    from .selective_scan import output_like
+
     A, D, delta_bias = (None if t is None else t.contiguous() for t in (A, D, delta_bias))
     if out is None:
-        out = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+        out = output_like(u)
     return A, D, delta_bias, out
 
 
@@ -225,7 +227,7 @@ def scan_cuda(
     """Run the native kernel on the current stream; inputs are validated by the op, any strides work.
 
     ``out`` (shape (B, D, L), u's dtype, any strides) is written in place when given, so that tests
-    can poison it first; otherwise a contiguous tensor is allocated. The workspace that lets the kernel
+    can poison it first; otherwise one in u's layout (output_like). The workspace that lets the kernel
     split the sequence across CTAs comes from torch's caching allocator on the current stream (graph-safe);
     ``split=False`` passes none, which forces the one-pass kernel.
     """
@@ -381,7 +383,7 @@ def _python_kernel(device_type: str, native: Callable[[], bool], run: Callable[.
     """The op's kernel for one device type in Python: checks, then the native kernel through ctypes when `native()`
     (looked up at each call), else the pure-torch reference with a warning that says why (once); `reference`: always
     the reference, as asked, without a warning."""
-    from .selective_scan import check_scan_inputs, selective_scan_reference
+    from .selective_scan import check_scan_inputs, in_layout_of, selective_scan_reference
 
     def impl(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor] = None,
              z: Optional[Tensor] = None, delta_bias: Optional[Tensor] = None, delta_softplus: bool = True,
@@ -391,7 +393,7 @@ def _python_kernel(device_type: str, native: Callable[[], bool], run: Callable[.
             return run(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
         if not reference:
             warn_reference(device_type)
-        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+        return in_layout_of(u, selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse))
 
     return impl
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from .recompute import register_recomputed_autograd
-from .selective_scan import IO_DTYPES, check_one_device
+from .selective_scan import IO_DTYPES, check_one_device, in_layout_of, output_like
 
 OP_NAME = "dimexport::causal_conv1d_silu"
 MAX_WIDTH = 8  # DIMEX_CONV_MAX_WIDTH of plugins_trt/include/dimexport_scan.h
@@ -59,19 +59,21 @@ def causal_conv1d_silu_reference(x: Tensor, weight: Tensor, bias: Optional[Tenso
 
 def reference_kernel(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, reverse: bool = False) -> Tensor:
     """The op's body: checks, then the reference. silu(depthwise causal conv1d of x (B, D, L) with weight (D, K)
-    and bias (D,)), contiguous (B, D, L) in x's dtype; the C++ operator's kernels replace it on the CPU and the GPU
-    when they load."""
+    and bias (D,)), (B, D, L) in x's dtype and layout (token-major for the mixer's slice of in_proj's output:
+    output_like); the C++ operator's kernels replace it on the CPU and the GPU when they load."""
     check_conv_inputs(x, weight, bias)
-    return causal_conv1d_silu_reference(x, weight, bias, reverse)
+    return in_layout_of(x, causal_conv1d_silu_reference(x, weight, bias, reverse))
 
 
-causal_conv1d_silu = torch.library.custom_op(OP_NAME, reference_kernel, mutates_args=())
+# The output's layout follows x's (output_like), so torch.compile must hand the op x with the strides it was traced with.
+causal_conv1d_silu = torch.library.custom_op(OP_NAME, reference_kernel, mutates_args=(),
+                                             tags=(torch.Tag.needs_exact_strides,))
 
 
 @causal_conv1d_silu.register_fake
 def _(x, weight, bias=None, reverse=False):
     check_conv_inputs(x, weight, bias)
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+    return output_like(x)
 
 
 register_recomputed_autograd(causal_conv1d_silu, causal_conv1d_silu_reference, n_tensors=3)

@@ -33,6 +33,29 @@ def check_one_device(op: str, *tensors: Optional[Tensor]) -> None:
         raise InputError(f"{op}: all inputs must be on one device, got {sorted(map(str, devices))}")
 
 
+def token_major(x: Tensor) -> bool:
+    """True when x's channels (dim 1 of (batch, dim, seqlen)) are contiguous: the slice of in_proj's (B, L, 2D)
+    output the Mamba mixer hands over, and everything computed from it in that layout."""
+    return x.shape[1] > 1 and x.stride(1) == 1
+
+
+def output_like(x: Tensor) -> Tensor:
+    """An empty output for the (batch, dim, seqlen) input x, in x's dtype and layout: token-major storage
+    (batch, seqlen, dim) seen as (batch, dim, seqlen) when token_major(x), else contiguous. A mixer that stays
+    token-major then feeds its projections without transposing copies. The C++ operator allocates the same way."""
+    if token_major(x):
+        return torch.empty((x.shape[0], x.shape[2], x.shape[1]), dtype=x.dtype, device=x.device).transpose(1, 2)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+def in_layout_of(x: Tensor, out: Tensor) -> Tensor:
+    """`out` (a reference's contiguous result) in the layout output_like(x) gives, so every kernel of an op returns
+    the strides its fake kernel promises."""
+    if out.stride() == output_like(x).stride():
+        return out
+    return output_like(x).copy_(out)
+
+
 def check_scan_inputs(
     u: Tensor,
     delta: Tensor,
@@ -171,7 +194,8 @@ def selective_scan_reference(
     return torch.cat(outs, dim=1).to(u.dtype)
 
 
-@torch.library.custom_op(OP_NAME, mutates_args=())
+# The output's layout follows u's (output_like), so torch.compile must hand the op u with the strides it was traced with.
+@torch.library.custom_op(OP_NAME, mutates_args=(), tags=(torch.Tag.needs_exact_strides,))
 def selective_scan(
     u: Tensor,
     delta: Tensor,
@@ -184,15 +208,16 @@ def selective_scan(
     delta_softplus: bool = True,
     reverse: bool = False,
 ) -> Tensor:
-    """Selective scan (Mamba-1 S6 forward); returns the gated output in u's dtype, shape (B, D, L)."""
+    """Selective scan (Mamba-1 S6 forward); returns the gated output in u's dtype, shape (B, D, L), in u's layout
+    (output_like)."""
     check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
-    return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    return in_layout_of(u, selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse))
 
 
 @selective_scan.register_fake
 def _(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, reverse=False):
     check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
-    return torch.empty_like(u, memory_format=torch.contiguous_format)
+    return output_like(u)
 
 
 _DIFFERENTIABLE = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")

@@ -52,19 +52,33 @@ DIMEX_HD float mul_rn(float a, float b) {
 // (libm's and CUDA's expf may differ in the last place); one IEEE division.
 DIMEX_HD float silu(float a) { return a / add_rn(1.0f, ex2_poly(mul_rn(-a, kLog2e))); }
 
-// out[l] of one (b, d) row: `row` points at x[b, d, 0], `sl` is x's token stride, w/bias already fp32. The taps are
-// summed in a fixed order (k = 0..K-1, then the bias) with explicit FMAs on both devices.
+// One output from the K inputs it reads, win[j] = x[l + off + j] with off = -(K-1) (causal) or 0 (reverse), w/bias
+// already fp32. The taps are summed in a fixed order (k = 0..K-1, then the bias) with explicit FMAs on both devices;
+// every kernel goes through here, so they all give the same bits.
+template <int K, bool kReverse>
+DIMEX_HD float conv_silu_window(const float (&win)[K], const float* w, float bias) {
+  float acc = 0.0f;
+#pragma unroll
+  for (int k = 0; k < K; ++k) acc = fmaf(w[k], win[kReverse ? K - 1 - k : k], acc);
+  return silu(add_rn(acc, bias));
+}
+
+// The first input position of output l's window.
+template <int K, bool kReverse>
+DIMEX_HD int64_t window_start(int64_t l) { return kReverse ? l : l - (K - 1); }
+
+// out[l] of one (b, d) row: `row` points at x[b, d, 0], `sl` is x's token stride (x = 0 outside 0..seqlen-1).
 template <dimex_dtype DT, int K, bool kReverse>
 DIMEX_HD float conv_silu_at(const typename Io<DT>::T* row, int64_t sl, int64_t seqlen, int64_t l, const float* w,
                             float bias) {
-  float acc = 0.0f;
+  float win[K];
+  const int64_t start = window_start<K, kReverse>(l);
 #pragma unroll
-  for (int k = 0; k < K; ++k) {
-    const int64_t pos = kReverse ? l + (K - 1) - k : l - (K - 1) + k;
-    const float xv = (pos >= 0 && pos < seqlen) ? Io<DT>::load(row[pos * sl]) : 0.0f;
-    acc = fmaf(w[k], xv, acc);
+  for (int j = 0; j < K; ++j) {
+    const int64_t pos = start + j;
+    win[j] = (pos >= 0 && pos < seqlen) ? Io<DT>::load(row[pos * sl]) : 0.0f;
   }
-  return silu(add_rn(acc, bias));
+  return conv_silu_window<K, kReverse>(win, w, bias);
 }
 
 }  // namespace dimex

@@ -180,6 +180,13 @@ dimex_scan_params make_params(const Tensor& u, const Tensor& delta, const Tensor
   return p;
 }
 
+// An empty output for the (batch, dim, seqlen) input x in x's layout: token-major storage when x's channels are
+// contiguous (the mixer's slice of in_proj's output), else contiguous. output_like() of dimexport/ops, the same rule.
+Tensor output_like(const Tensor& x) {
+  if (x.size(1) > 1 && x.stride(1) == 1) return at::empty({x.size(0), x.size(2), x.size(1)}, x.options()).transpose(1, 2);
+  return at::empty(x.sizes(), x.options());
+}
+
 OptTensor contiguous(const OptTensor& t) { return t.has_value() ? OptTensor(t->contiguous()) : std::nullopt; }
 
 void check_status(int status, const char* entry) {
@@ -227,7 +234,7 @@ Tensor scan(const Tensor& u, const Tensor& delta, const Tensor& A_in, const Tens
   check_inputs(u, delta, A_in, B, C, D_in, z, delta_bias_in);
   const Tensor A = A_in.contiguous();
   const OptTensor D = contiguous(D_in), delta_bias = contiguous(delta_bias_in);
-  Tensor out = at::empty(u.sizes(), u.options());
+  Tensor out = output_like(u);
   dimex_scan_params p = make_params(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, out);
   if (u.device().is_cpu()) {
     check_status(dimex_selective_scan_fwd_cpu(&p, at::get_num_threads()), "dimex_selective_scan_fwd_cpu");
@@ -297,7 +304,7 @@ Tensor conv_silu(const Tensor& x, const Tensor& weight_in, const OptTensor& bias
   check_conv_inputs(x, weight_in, bias_in);
   const Tensor weight = weight_in.contiguous();
   const OptTensor bias = contiguous(bias_in);
-  Tensor out = at::empty(x.sizes(), x.options());
+  Tensor out = output_like(x);
   if (out.numel() == 0) return out;
   dimex_conv_params p{};
   p.batch = x.size(0);
