@@ -337,6 +337,37 @@ def _xproj_view(t: torch.Tensor) -> torch.Tensor:
     return buf[:, :, 5:].view(b, l, g, n).permute(0, 2, 3, 1)
 
 
+def _mixer_slices(u: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """u and z as the Mamba mixer hands them over: the two channel halves of one token-major (B, L, 2D) in_proj
+    output, seen as (B, D, L) (channel stride 1, token stride 2D; z starts D elements in)."""
+    b, d, l = u.shape
+    xz = torch.empty(b, l, 2 * d, dtype=u.dtype, device=u.device)
+    xz[:, :, :d], xz[:, :, d:] = u.transpose(1, 2), z.transpose(1, 2)
+    return xz[:, :, :d].transpose(1, 2), xz[:, :, d:].transpose(1, 2)
+
+
+# Channel-tile path (channels contiguous): Dg = 80 (rows aligned to 16 bytes), 66 (4 or 8 bytes: narrower pieces),
+# 81 (16-bit rows not 4-byte aligned: the per-lane element path instead); partial warps in every case.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("split", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("dim,groups", [(160, 2), (198, 3), (162, 2)])
+@pytest.mark.parametrize("reverse,chunks", [(False, None), (True, None), (False, 3), (True, 3)])
+def test_channel_tiles_give_the_contiguous_bits(dtype: torch.dtype, split: int, dim: int, groups: int,
+                                                reverse: bool, chunks: Optional[int]) -> None:
+    """The mixer's token-major u, z (slices of one (B, L, 2D) tensor), delta and output give bit for bit the result
+    of contiguous (B, D, L) inputs, for every lanes-per-channel kernel, both directions, with and without the
+    sequence split."""
+    c = Case(2, dim, 301, 16, groups, dtype, True, True, True, True, reverse, False, seed=dim + split)
+    inp = make_inputs(c)
+    with forced(split, chunks):
+        dense = run_kernel(inp, True, reverse).clone()
+        view = dict(inp, delta=_token_major(inp["delta"]))
+        view["u"], view["z"] = _mixer_slices(inp["u"], inp["z"])
+        got = run_kernel(view, True, reverse, out=_token_major(torch.empty_like(inp["u"])))
+    assert got.stride(1) == 1
+    assert torch.equal(got, dense), "token-major inputs changed the result"
+
+
 @pytest.mark.parametrize("layout", ["token_major", "misaligned", "mamba_xz"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("reverse", [False, True])

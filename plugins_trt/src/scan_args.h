@@ -28,6 +28,10 @@ struct ScanArgs {
   int L, Dg, G, N, nblk;                // N: the real dstate (<= the compiled one); nblk: CTAs per group
   // Width in bytes (4, 8, 16) of the vector path along the token dimension, or 0 for the element path.
   int wU, wDl, wZ, wO, wB, wC;
+  // Width in bytes (4, 8, 16) of the channel-tile path of u, delta, z when their channels are contiguous (token-major
+  // storage) and aligned, or 0: the warp copies each sub-block's [tokens][its channels] tile with cp.async and every
+  // lane reads its channel's column.
+  int cwU, cwDl, cwZ;
   // B/C element path: 1 if the token stride is the smaller one (threads then walk tokens, else states).
   int tfB, tfC;
   int softplus, has_z;

@@ -165,11 +165,24 @@ __device__ __forceinline__ void copy_run(uint8_t* slot, const T* __restrict__ sr
   }
 }
 
-// Reads this lane's slot back as 32-bit words (a 2-byte run is returned in the low half of word 0).
+// Reads this lane's run back as 32-bit words (a 2-byte run is returned in the low half of word 0): from its private
+// slot, or with cs > 0 from its column of a warp's channel tile (V elements cs bytes apart, see copy_tile).
 template <class C>
-__device__ __forceinline__ void read_run(uint32_t* w, const uint8_t* slot, int tr) {
+__device__ __forceinline__ void read_run(uint32_t* w, const uint8_t* slot, int tr, int cs) {
   constexpr int kStride = C::kThreads * C::kUnit;
-  if constexpr (C::kUnit == 16) {
+  if (cs > 0) {
+    if constexpr (C::ES == 4) {
+#pragma unroll
+      for (int q = 0; q < C::V; ++q) w[q] = *reinterpret_cast<const uint32_t*>(slot + q * cs);
+    } else {
+#pragma unroll
+      for (int k = 0; k < (C::V + 1) / 2; ++k) {
+        const uint32_t lo = *reinterpret_cast<const uint16_t*>(slot + 2 * k * cs);
+        const uint32_t hi = 2 * k + 1 < C::V ? *reinterpret_cast<const uint16_t*>(slot + (2 * k + 1) * cs) : 0u;
+        w[k] = lo | (hi << 16);
+      }
+    }
+  } else if constexpr (C::kUnit == 16) {
 #pragma unroll
     for (int k = 0; k < C::kUnits; ++k) {
       const uint4 v = *reinterpret_cast<const uint4*>(slot + k * kStride);
@@ -185,6 +198,29 @@ __device__ __forceinline__ void read_run(uint32_t* w, const uint8_t* slot, int t
   } else {
     const uint32_t v = *reinterpret_cast<const uint32_t*>(slot);
     w[0] = C::kRun < 4 ? (v >> (16 * (tr & 1))) : v;
+  }
+}
+
+// The channel-tile path (token-major u, delta or z): the warp copies the [kSB tokens][kCw channels] tile of one
+// sub-block, starting at token t0, from `src0` (its first channel's element of token 0; channels contiguous, token
+// stride stok) into `tile`, rows of kCw * ES bytes, in w-byte cp.async pieces; channels past the warp's `nrows`
+// valid ones and tokens past L are zero-filled (`base`, a valid address, stands in where nothing is read). Each warp
+// load is a contiguous run of the warp's channels, where lanes walking their own channel's tokens would touch a
+// different row per element.
+template <class C, typename T>
+__device__ __forceinline__ void copy_tile(uint8_t* tile, const T* __restrict__ src0, const T* base, int64_t stok,
+                                          int t0, int L, int nrows, int w, int lane) {
+  constexpr int kRow = C::kCw * C::ES;
+  const int lppr = ilog2(kRow) - ilog2(w);
+  const int vbytes = max(0, nrows) * C::ES;
+  for (int q = lane; q < (C::kSB << lppr); q += 32) {
+    const int t = q >> lppr;
+    const int o = (q - (t << lppr)) * w;
+    const int nb = t0 + t < L ? max(0, min(w, vbytes - o)) : 0;
+    const T* src = nb > 0 ? reinterpret_cast<const T*>(reinterpret_cast<const uint8_t*>(
+                                src0 + static_cast<int64_t>(t0 + t) * stok) + o)
+                          : base;
+    cp_async(tile + t * kRow + o, src, w, nb);
   }
 }
 
@@ -397,13 +433,13 @@ struct Scanner {
   // only the state and the sum of dt are advanced.
   template <bool kFull, bool kEmit>
   __device__ __forceinline__ void sub_block_s1(const uint8_t* su, const uint8_t* sd, const uint8_t* sz,
-                                               const float* bcs, int t0, int L, T* orow, int64_t ostok, int wO,
-                                               int nvalid) {
+                                               const int* cs, const float* bcs, int t0, int L, T* orow,
+                                               int64_t ostok, int wO, int nvalid) {
     constexpr int kWords = C::kRun / 4;
     uint32_t wu[kWords], wd[kWords], wz[kWords], wo[kWords];
-    read_run<C>(wu, su, t0);
-    read_run<C>(wd, sd, t0);
-    if constexpr (kEmit) read_run<C>(wz, sz, t0);
+    read_run<C>(wu, su, t0, cs[0]);
+    read_run<C>(wd, sd, t0, cs[1]);
+    if constexpr (kEmit) read_run<C>(wz, sz, t0, cs[2]);
     float prev = 0.0f;
 #pragma unroll
     for (int ii = 0; ii < C::kSB; ++ii) {
@@ -431,8 +467,8 @@ struct Scanner {
   // pass) only the state and the sum of dt (of all the group's tokens, in every lane) are advanced.
   template <bool kFull, bool kEmit>
   __device__ __forceinline__ void sub_block_split(const uint8_t* su, const uint8_t* sd, const uint8_t* sz,
-                                                  const float* bcs, float* scr, int grp, int sl, int t0, int L,
-                                                  T* orun, int64_t ostok, int wO, int nvalid) {
+                                                  const int* cs, const float* bcs, float* scr, int grp, int sl,
+                                                  int t0, int L, T* orun, int64_t ostok, int wO, int nvalid) {
     constexpr int RB = C::kRun;                  // bytes of a lane's run
     constexpr int kW = RB >= 4 ? RB / 4 : 1;     // words of a lane's run
     float* sdt = scr + grp * C::kScrRow;
@@ -441,8 +477,8 @@ struct Scanner {
     uint32_t wu[kW], wz[kW], wo[kW];
     {
       uint32_t wd[kW];
-      read_run<C>(wu, su, t0 + p0);
-      read_run<C>(wd, sd, t0 + p0);
+      read_run<C>(wu, su, t0 + p0, cs[0]);
+      read_run<C>(wd, sd, t0 + p0, cs[1]);
 #pragma unroll
       for (int q = 0; q < C::V; ++q) {
         float dt = dt_of(Elem<T>::get(wd, q));
@@ -451,7 +487,7 @@ struct Scanner {
         sdu[p0 + q] = dt * Elem<T>::get(wu, q);
       }
     }
-    if constexpr (kEmit) read_run<C>(wz, sz, t0 + p0);
+    if constexpr (kEmit) read_run<C>(wz, sz, t0 + p0, cs[2]);
     __syncwarp();
     float yv[C::kSB];
     float4 dt4, du4;
@@ -589,12 +625,28 @@ __global__ void __launch_bounds__(128, min_blocks<NS, S>()) scan_fwd_kernel(cons
   constexpr int kSBperT = C::kT / C::kSB;
 
   auto sb_at = [&](int i) { return kRev ? sb1 - 1 - i : sb0 + i; };
+  // The warp's channel tile of tensor x in buffer buf (the channel-tile path; it fits in the tensor's slots).
+  static_assert(C::kWarps * C::kSB * C::kCw * C::ES <= C::kSlot * C::kThreads, "channel tiles");
+  constexpr int kTileRow = C::kCw * C::ES;
+  auto tile_ptr = [&](int buf, int x) {
+    return stage + (buf * 3 + x) * (C::kSlot * C::kThreads) + warp * (C::kSB * kTileRow);
+  };
+  const bool z_used = a.has_z && emit;
   auto stage_all = [&](int buf, int j) {
+    const int t0 = j * C::kSB;  // the whole warp copies the channel tiles
+    if (a.cwU) copy_tile<C>(tile_ptr(buf, 0), u + b * a.su[0] + dw, u, a.su[2], t0, L, nrows, a.cwU, lane);
+    if (a.cwDl) copy_tile<C>(tile_ptr(buf, 1), dl + b * a.sdl[0] + dw, dl, a.sdl[2], t0, L, nrows, a.cwDl, lane);
+    if (z_used && a.cwZ) copy_tile<C>(tile_ptr(buf, 2), zz + b * a.sz[0] + dw, zz, a.sz[2], t0, L, nrows, a.cwZ, lane);
     if (!cvalid) return;  // nothing of an invalid channel is stored; its stale slots are harmless
-    const int tr = j * C::kSB + sl * C::V;
-    copy_run<C>(slot_ptr<C>(stage, buf, 0, tid), urow, a.su[2], tr, L, a.wU);
-    copy_run<C>(slot_ptr<C>(stage, buf, 1, tid), drow, a.sdl[2], tr, L, a.wDl);
-    if (a.has_z && emit) copy_run<C>(slot_ptr<C>(stage, buf, 2, tid), zrow, a.sz[2], tr, L, a.wZ);
+    const int tr = t0 + sl * C::V;
+    if (!a.cwU) copy_run<C>(slot_ptr<C>(stage, buf, 0, tid), urow, a.su[2], tr, L, a.wU);
+    if (!a.cwDl) copy_run<C>(slot_ptr<C>(stage, buf, 1, tid), drow, a.sdl[2], tr, L, a.wDl);
+    if (z_used && !a.cwZ) copy_run<C>(slot_ptr<C>(stage, buf, 2, tid), zrow, a.sz[2], tr, L, a.wZ);
+  };
+  // Where this lane reads its runs in buffer buf: its slot, or its column (channel grp, from token sl * V) of the tile.
+  const int cs[3] = {a.cwU ? kTileRow : 0, a.cwDl ? kTileRow : 0, a.cwZ ? kTileRow : 0};
+  auto run_ptr = [&](int buf, int x) -> const uint8_t* {
+    return cs[x] ? tile_ptr(buf, x) + grp * C::ES + sl * C::V * kTileRow : slot_ptr<C>(stage, buf, x, tid);
   };
   auto bc_tile = [&](int c) { return kRev ? tl1 - 1 - c : tl0 + c; };  // tile index of the c-th tile processed
   auto bcf_buf = [&](int c) { return bcf + (c & 1) * C::kBcfFloats; };
@@ -632,11 +684,12 @@ __global__ void __launch_bounds__(128, min_blocks<NS, S>()) scan_fwd_kernel(cons
     if (tile_first && c + 1 < ntiles) bc_issue(c + 1);
     if (has_next) stage_all((i + 1) & 1, jn);
     cp_async_commit();
-    cp_async_wait<1>();  // this lane's slots for sub-block j (only this lane reads them)
+    cp_async_wait<1>();  // this lane's pieces of sub-block j: its slots, its part of the warp's channel tiles
+    __syncwarp();        // ... and the other lanes' parts of the channel tiles
     if (nrows > 0) {
-      const uint8_t* su = slot_ptr<C>(stage, i & 1, 0, tid);
-      const uint8_t* sd = slot_ptr<C>(stage, i & 1, 1, tid);
-      const uint8_t* sz = slot_ptr<C>(stage, i & 1, 2, tid);
+      const uint8_t* su = run_ptr(i & 1, 0);
+      const uint8_t* sd = run_ptr(i & 1, 1);
+      const uint8_t* sz = run_ptr(i & 1, 2);
       const float* bcs = bcf_buf(c) + (j % kSBperT) * C::kSB * 2 * C::N;
       const int t0 = j * C::kSB;
       const bool full = t0 + C::kSB <= L;
@@ -647,23 +700,23 @@ __global__ void __launch_bounds__(128, min_blocks<NS, S>()) scan_fwd_kernel(cons
       // CTA-uniform choice of one of four unrolled bodies (a branch inside one would split its tokens).
       if constexpr (S == 1) {
         if (emit) {
-          if (full) sc.template sub_block_s1<true, true>(su, sd, sz, bcs, t0, L, o, a.so[2], a.wO, nvalid);
-          else sc.template sub_block_s1<false, true>(su, sd, sz, bcs, t0, L, o, a.so[2], a.wO, nvalid);
+          if (full) sc.template sub_block_s1<true, true>(su, sd, sz, cs, bcs, t0, L, o, a.so[2], a.wO, nvalid);
+          else sc.template sub_block_s1<false, true>(su, sd, sz, cs, bcs, t0, L, o, a.so[2], a.wO, nvalid);
         } else {
-          if (full) sc.template sub_block_s1<true, false>(su, sd, sz, bcs, t0, L, o, a.so[2], a.wO, nvalid);
-          else sc.template sub_block_s1<false, false>(su, sd, sz, bcs, t0, L, o, a.so[2], a.wO, nvalid);
+          if (full) sc.template sub_block_s1<true, false>(su, sd, sz, cs, bcs, t0, L, o, a.so[2], a.wO, nvalid);
+          else sc.template sub_block_s1<false, false>(su, sd, sz, cs, bcs, t0, L, o, a.so[2], a.wO, nvalid);
         }
       } else {
         if (emit) {
           if (full)
-            sc.template sub_block_split<true, true>(su, sd, sz, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
+            sc.template sub_block_split<true, true>(su, sd, sz, cs, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
           else
-            sc.template sub_block_split<false, true>(su, sd, sz, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
+            sc.template sub_block_split<false, true>(su, sd, sz, cs, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
         } else {
           if (full)
-            sc.template sub_block_split<true, false>(su, sd, sz, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
+            sc.template sub_block_split<true, false>(su, sd, sz, cs, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
           else
-            sc.template sub_block_split<false, false>(su, sd, sz, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
+            sc.template sub_block_split<false, false>(su, sd, sz, cs, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
         }
       }
     }

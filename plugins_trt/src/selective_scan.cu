@@ -201,6 +201,19 @@ int vec_width(const void* ptr, const int64_t* s, int nlead, int64_t stok, int es
   return 0;
 }
 
+// Width of the kernel's channel-tile path for a (b, d, l) tensor (ScanArgs::cwU): its channels contiguous and the
+// rows of a warp's tile (row_bytes: the warp's channels) aligned to the width in every batch, group and token; else 0.
+int channel_width(const void* ptr, const int64_t* s, int dg, int row_bytes, int es) {
+  if (s[1] != 1) return 0;
+  for (int w = 16; w >= 4; w /= 2) {
+    if (w > row_bytes) continue;
+    if (reinterpret_cast<uintptr_t>(ptr) % w == 0 && (s[0] * es) % w == 0 && (s[2] * es) % w == 0 &&
+        (static_cast<int64_t>(dg) * es) % w == 0)
+      return w;
+  }
+  return 0;
+}
+
 // Which configuration to run: the environment variables DIMEX_SCAN_FORCE_SPLIT (lanes per channel) and
 // DIMEX_SCAN_FORCE_CHUNKS (sequence chunks, 1 = none) override the estimate; they exist for benchmarks
 // and tests. A forced choice that is not possible here (not compiled, too little workspace) is ignored.
@@ -312,6 +325,12 @@ DIMEX_EXPORT int dimex_selective_scan_fwd(const dimex_scan_params* p, cudaStream
   a.wDl = vec_width(p->delta, p->delta_stride, 2, p->delta_stride[2], es);
   a.wZ = p->z ? vec_width(p->z, p->z_stride, 2, p->z_stride[2], es) : 0;
   a.wO = vec_width(p->out, p->out_stride, 2, p->out_stride[2], es);
+  // A warp's channels (4 warps per CTA) as bytes; DIMEX_SCAN_CHANNEL_TILES=0 turns the channel tiles off (benchmarks).
+  const char* tiles = std::getenv("DIMEX_SCAN_CHANNEL_TILES");
+  const int tile_row = tiles && std::atoi(tiles) == 0 ? 0 : best.dc / 4 * es;
+  a.cwU = a.wU ? 0 : channel_width(p->u, p->u_stride, dg, tile_row, es);
+  a.cwDl = a.wDl ? 0 : channel_width(p->delta, p->delta_stride, dg, tile_row, es);
+  a.cwZ = a.wZ || !p->z ? 0 : channel_width(p->z, p->z_stride, dg, tile_row, es);
   a.wB = vec_width(p->B, p->B_stride, 3, p->B_stride[3], es);
   a.wC = vec_width(p->C, p->C_stride, 3, p->C_stride[3], es);
   a.tfB = p->B_stride[3] <= p->B_stride[2];
