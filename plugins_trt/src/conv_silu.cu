@@ -1,9 +1,9 @@
 // The causal conv1d + SiLU on the GPU (dimex_causal_conv1d_silu_fwd, include/dimexport_scan.h). Two thread mappings,
 // chosen by x's layout, both through conv_silu.h's arithmetic (the same bits):
 // - channels contiguous (token-major x: the slice of in_proj's output the mixer hands over, whose output the op
-//   allocates token-major too): a CTA takes 128 channels of one batch row and a tile of 64 tokens, one thread per
-//   channel walking the tokens with a register window of its K inputs, so each load and store of a warp covers 32
-//   neighbouring channels of one token;
+//   allocates token-major too): a CTA takes 128 channels of one batch row and a tile of 64 (or 16) tokens, one
+//   thread per channel walking the tokens with a register window of its K inputs, so each load and store of a warp
+//   covers 32 neighbouring channels of one token;
 // - otherwise one warp per (b, d) row, lanes on consecutive tokens (contiguous loads and stores along L).
 // Memory-bound: the floor is reading x and writing out once (issue "Whole-denoiser speed" §2; bench/fused_ops.py).
 #include <cuda_runtime.h>
@@ -37,15 +37,17 @@ __global__ void __launch_bounds__(kWarps * 32) conv_silu_kernel(dimex_conv_param
 }
 
 constexpr int kChannels = 128;  // channels (threads) per CTA of the channel mapping
-constexpr int kTile = 64;       // tokens per CTA of the channel mapping
+// Tokens per CTA of the channel mapping: 64, or 16 where that leaves fewer than kMinTiles CTAs (dim-h at batch 1: 144
+// CTAs of 64 sequential tokens were latency-bound, 29 us; 576 of 16).
+constexpr int kTile = 64, kShortTile = 16, kMinTiles = 1024;
 
 template <dimex_dtype DT, int K, bool kReverse>
-__global__ void __launch_bounds__(kChannels) conv_silu_channels_kernel(dimex_conv_params p) {
+__global__ void __launch_bounds__(kChannels) conv_silu_channels_kernel(dimex_conv_params p, int tile) {
   using T = typename Io<DT>::T;
   const int64_t d = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
   if (d >= p.dim) return;
-  const int64_t b = blockIdx.z, l0 = static_cast<int64_t>(blockIdx.y) * kTile;
-  const int64_t l1 = p.seqlen - l0 < kTile ? p.seqlen : l0 + kTile;
+  const int64_t b = blockIdx.z, l0 = static_cast<int64_t>(blockIdx.y) * tile;
+  const int64_t l1 = p.seqlen - l0 < tile ? p.seqlen : l0 + tile;
   const T* x = static_cast<const T*>(p.x) + b * p.x_stride[0] + d * p.x_stride[1];
   T* out = static_cast<T*>(p.out) + b * p.out_stride[0] + d * p.out_stride[1];
   const int64_t sl = p.x_stride[2];
@@ -77,12 +79,15 @@ DIMEX_EXPORT int dimex_causal_conv1d_silu_fwd(const dimex_conv_params* p, cudaSt
   const int status = check_conv_params(p);
   if (status != DIMEX_OK) return status;
   // The channel mapping where x's channels are contiguous and its grid fits (token tiles and batch <= 65535).
-  const bool channels = p->dim > 1 && p->x_stride[1] == 1 && p->batch <= 65535 && (p->seqlen + kTile - 1) / kTile <= 65535;
+  const int64_t cblocks = (p->dim + kChannels - 1) / kChannels;
+  const int tile = p->batch * cblocks * ((p->seqlen + kTile - 1) / kTile) < kMinTiles ? kShortTile : kTile;
+  const bool channels =
+      p->dim > 1 && p->x_stride[1] == 1 && p->batch <= 65535 && (p->seqlen + tile - 1) / tile <= 65535;
   const int64_t rows = (p->batch * p->dim + kWarps - 1) / kWarps;
   if (!channels && rows > 0x7fffffff) return DIMEX_ERR_INVALID_ARGUMENT;
   (void)cudaGetLastError();  // an earlier, unrelated error must not be reported as this call's
-  const dim3 tiles(static_cast<unsigned>((p->dim + kChannels - 1) / kChannels),
-                   static_cast<unsigned>((p->seqlen + kTile - 1) / kTile), static_cast<unsigned>(p->batch));
+  const dim3 tiles(static_cast<unsigned>(cblocks), static_cast<unsigned>((p->seqlen + tile - 1) / tile),
+                   static_cast<unsigned>(p->batch));
   with_dtype(p->dtype, [&](auto dt) {
     with_width(p->width, [&](auto k) {
       with_flag(p->reverse != 0, [&](auto rev) {
@@ -90,7 +95,7 @@ DIMEX_EXPORT int dimex_causal_conv1d_silu_fwd(const dimex_conv_params* p, cudaSt
         constexpr int K = decltype(k)::value;
         constexpr bool kRev = decltype(rev)::value;
         if (channels)
-          conv_silu_channels_kernel<DT, K, kRev><<<tiles, kChannels, 0, stream>>>(*p);
+          conv_silu_channels_kernel<DT, K, kRev><<<tiles, kChannels, 0, stream>>>(*p, tile);
         else
           conv_silu_kernel<DT, K, kRev><<<static_cast<unsigned>(rows), kWarps * 32, 0, stream>>>(*p);
       });

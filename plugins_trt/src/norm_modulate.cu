@@ -1,8 +1,8 @@
 // RMSNorm + adaLN modulation and the gated residual on the GPU (dimex_rms_norm_modulate_fwd, dimex_gated_residual_fwd,
-// include/dimexport_scan.h). The norm: one warp per row, the row read twice (sum of squares, then the output; the
-// second read hits L1/L2 for DiM's 1536-channel rows), written once. The residual: one CTA per row, threads along the
-// channels. Memory-bound: the floor is reading the inputs and writing the output once (issue "Whole-denoiser speed"
-// §2).
+// include/dimexport_scan.h). The norm: one warp per row, each lane on quads of 4 channels (one vector load each), the
+// row read twice (sum of squares, then the output; the second read hits L1/L2 for DiM's 1536-channel rows), written
+// once. The residual: one CTA per row, threads along the channels. Memory-bound: the floor is reading the inputs and
+// writing the output once (issue "Whole-denoiser speed" §2).
 #include <cuda_runtime.h>
 
 #include "dtype_dispatch.h"
@@ -29,9 +29,14 @@ __global__ void __launch_bounds__(kWarps * 32) norm_kernel(dimex_norm_params p) 
 #pragma unroll
   for (int off = 16; off >= 1; off /= 2) acc = add_rn(acc, __shfl_xor_sync(0xffffffffu, acc, off));
   const float inv = inv_rms(acc, p.dim, p.eps);
-#pragma unroll 8
-  for (int64_t c = lane; c < p.dim; c += 32)
-    out[c * p.out_stride[2]] = Io<OT>::store(modulate_at<OT>(p, b, c, Io<XT>::load(x[c * p.x_stride[2]]), inv));
+#pragma unroll 4
+  for (int64_t c0 = kNormQuad * lane; c0 < p.dim; c0 += kNormQuad * 32) {
+    float v[kNormQuad];
+    load_quad<XT>(x, p.x_stride[2], p.dim, c0, v);
+#pragma unroll
+    for (int e = 0; e < kNormQuad; ++e)
+      if (c0 + e < p.dim) out[(c0 + e) * p.out_stride[2]] = Io<OT>::store(modulate_at<OT>(p, b, c0 + e, v[e], inv));
+  }
 }
 
 constexpr int kResidualThreads = 128;

@@ -636,7 +636,8 @@ __global__ void __launch_bounds__(128, min_blocks<NS, S>()) scan_fwd_kernel(cons
     const int t0 = j * C::kSB;  // the whole warp copies the channel tiles
     if (a.cwU) copy_tile<C>(tile_ptr(buf, 0), u + b * a.su[0] + dw, u, a.su[2], t0, L, nrows, a.cwU, lane);
     if (a.cwDl) copy_tile<C>(tile_ptr(buf, 1), dl + b * a.sdl[0] + dw, dl, a.sdl[2], t0, L, nrows, a.cwDl, lane);
-    if (z_used && a.cwZ) copy_tile<C>(tile_ptr(buf, 2), zz + b * a.sz[0] + dw, zz, a.sz[2], t0, L, nrows, a.cwZ, lane);
+    if (z_used && a.cwZ)
+      copy_tile<C>(tile_ptr(buf, 2), zz + b * a.sz[0] + dw, zz, a.sz[2], t0, L, nrows, a.cwZ, lane);
     if (!cvalid) return;  // nothing of an invalid channel is stored; its stale slots are harmless
     const int tr = t0 + sl * C::V;
     if (!a.cwU) copy_run<C>(slot_ptr<C>(stage, buf, 0, tid), urow, a.su[2], tr, L, a.wU);
@@ -709,14 +710,18 @@ __global__ void __launch_bounds__(128, min_blocks<NS, S>()) scan_fwd_kernel(cons
       } else {
         if (emit) {
           if (full)
-            sc.template sub_block_split<true, true>(su, sd, sz, cs, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
+            sc.template sub_block_split<true, true>(su, sd, sz, cs, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO,
+                                                       nvalid);
           else
-            sc.template sub_block_split<false, true>(su, sd, sz, cs, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
+            sc.template sub_block_split<false, true>(su, sd, sz, cs, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO,
+                                                        nvalid);
         } else {
           if (full)
-            sc.template sub_block_split<true, false>(su, sd, sz, cs, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
+            sc.template sub_block_split<true, false>(su, sd, sz, cs, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO,
+                                                        nvalid);
           else
-            sc.template sub_block_split<false, false>(su, sd, sz, cs, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO, nvalid);
+            sc.template sub_block_split<false, false>(su, sd, sz, cs, bcs, scr, grp, sl, t0, L, o, a.so[2], a.wO,
+                                                         nvalid);
         }
       }
     }

@@ -183,7 +183,8 @@ dimex_scan_params make_params(const Tensor& u, const Tensor& delta, const Tensor
 // An empty output for the (batch, dim, seqlen) input x in x's layout: token-major storage when x's channels are
 // contiguous (the mixer's slice of in_proj's output), else contiguous. output_like() of dimexport/ops, the same rule.
 Tensor output_like(const Tensor& x) {
-  if (x.size(1) > 1 && x.stride(1) == 1) return at::empty({x.size(0), x.size(2), x.size(1)}, x.options()).transpose(1, 2);
+  if (x.size(1) > 1 && x.stride(1) == 1)
+    return at::empty({x.size(0), x.size(2), x.size(1)}, x.options()).transpose(1, 2);
   return at::empty(x.sizes(), x.options());
 }
 
