@@ -12,7 +12,9 @@
 //   * each lane copies its own run of u, delta and z (the tokens whose pointwise work it does) for the
 //     next 16-token sub-block into a private, double-buffered shared-memory slot with cp.async when the
 //     token dimension is contiguous and aligned (element loads otherwise: any strides are accepted);
-//     private slots need no warp synchronisation and cost one instruction per copied piece;
+//     private slots need no warp synchronisation and cost one instruction per copied piece; where the channels are
+//     contiguous instead (token-major storage, the Mamba mixer's layout) the warp copies the sub-block's
+//     [16 tokens][its channels] tile with cp.async and each lane reads its channel's column (copy_tile);
 //   * only the gated output is written, straight from registers;
 //   * for small batch * dim the host splits the sequence into chunks (blockIdx.y) and launches twice: a state
 //     pass (each chunk but the last scanned from h = 0: end state and sum of dt to the workspace; no C, z or
