@@ -31,10 +31,11 @@ __global__ void __launch_bounds__(kWarps * 32) norm_kernel(dimex_norm_params p) 
   const float inv = inv_rms(acc, p.dim, p.eps);
 #pragma unroll 4
   for (int64_t c0 = kNormQuad * lane; c0 < p.dim; c0 += kNormQuad * 32) {
-    float v[kNormQuad], y[kNormQuad];
+    float v[kNormQuad];
     load_quad<XT>(x, p.x_stride[2], p.dim, c0, v);
-    modulate_quad<OT>(p, b, c0, v, inv, y);
-    store_quad<OT>(out, p.out_stride[2], p.dim, c0, y);
+#pragma unroll
+    for (int e = 0; e < kNormQuad; ++e)
+      if (c0 + e < p.dim) out[(c0 + e) * p.out_stride[2]] = Io<OT>::store(modulate_at<OT>(p, b, c0 + e, v[e], inv));
   }
 }
 

@@ -63,45 +63,18 @@ DIMEX_HD float inv_rms(float sum_sq, int64_t dim, float eps) {
   return 1.0f / sqrtf(add_rn(sum_sq / static_cast<float>(dim), eps));
 }
 
-// Output channels c0 .. c0 + 3 of batch b's row from their input values x and the row's inverse RMS: x * inv * weight,
-// then the modulation when given; each element's arithmetic on its own (the quad only batches the loads).
+// Output channel c of batch b's row from its input value x and the row's inverse RMS: x * inv * weight, then the
+// modulation when given.
 template <dimex_dtype OT>
-DIMEX_HD void modulate_quad(const dimex_norm_params& p, int64_t b, int64_t c0, const float (&x)[kNormQuad], float inv,
-                            float (&y)[kNormQuad]) {
+DIMEX_HD float modulate_at(const dimex_norm_params& p, int64_t b, int64_t c, float x, float inv) {
   using O = typename Io<OT>::T;
-  float w[kNormQuad], scale[kNormQuad], shift[kNormQuad];
-  const O* scale_row = p.scale ? static_cast<const O*>(p.scale) + b * p.scale_stride[0] : nullptr;
-  const O* shift_row = p.shift ? static_cast<const O*>(p.shift) + b * p.shift_stride[0] : nullptr;
-  load_quad<OT>(static_cast<const O*>(p.weight), 1, p.dim, c0, w);
-  if (scale_row) load_quad<OT>(scale_row, p.scale_stride[1], p.dim, c0, scale);
-  if (shift_row) load_quad<OT>(shift_row, p.shift_stride[1], p.dim, c0, shift);
-#pragma unroll
-  for (int e = 0; e < kNormQuad; ++e) {
-    y[e] = mul_rn(mul_rn(x[e], inv), w[e]);
-    if (p.scale) y[e] = mul_rn(y[e], add_rn(1.0f, scale[e]));
-    if (p.shift) y[e] = add_rn(y[e], shift[e]);
-  }
-}
-
-// Stores channels c0 .. c0 + 3 (those below dim) of an output row: one 16- or 8-byte store on the GPU where the row is
-// contiguous and aligned there.
-template <dimex_dtype OT>
-DIMEX_HD void store_quad(typename Io<OT>::T* row, int64_t so, int64_t dim, int64_t c0, const float (&y)[kNormQuad]) {
-  using O = typename Io<OT>::T;
-#if defined(__CUDA_ARCH__)
-  if (so == 1 && c0 + kNormQuad <= dim && reinterpret_cast<uintptr_t>(row + c0) % (kNormQuad * sizeof(O)) == 0) {
-    if constexpr (sizeof(O) == 4) {
-      *reinterpret_cast<float4*>(row + c0) = make_float4(y[0], y[1], y[2], y[3]);
-    } else {
-      const uint32_t lo = Io<OT>::store(y[0]) | (static_cast<uint32_t>(Io<OT>::store(y[1])) << 16);
-      const uint32_t hi = Io<OT>::store(y[2]) | (static_cast<uint32_t>(Io<OT>::store(y[3])) << 16);
-      *reinterpret_cast<uint2*>(row + c0) = make_uint2(lo, hi);
-    }
-    return;
-  }
-#endif
-  for (int e = 0; e < kNormQuad; ++e)
-    if (c0 + e < dim) row[(c0 + e) * so] = Io<OT>::store(y[e]);
+  float y = mul_rn(mul_rn(x, inv), Io<OT>::load(static_cast<const O*>(p.weight)[c]));
+  if (p.scale)
+    y = mul_rn(y, add_rn(1.0f, Io<OT>::load(static_cast<const O*>(p.scale)[b * p.scale_stride[0] +
+                                                                          c * p.scale_stride[1]])));
+  if (p.shift)
+    y = add_rn(y, Io<OT>::load(static_cast<const O*>(p.shift)[b * p.shift_stride[0] + c * p.shift_stride[1]]));
+  return y;
 }
 
 inline int check_residual_params(const dimex_residual_params* p) {

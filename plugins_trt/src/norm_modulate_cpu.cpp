@@ -28,12 +28,8 @@ DIMEX_HD void norm_row(const dimex_norm_params& p, int64_t r) {
     for (int lane = 0; lane < kNormLanes; ++lane) part[lane] = next[lane];
   }
   const float inv = inv_rms(part[0], p.dim, p.eps);
-  for (int64_t c0 = 0; c0 < p.dim; c0 += kNormQuad) {
-    float v[kNormQuad], y[kNormQuad];
-    load_quad<XT>(x, p.x_stride[2], p.dim, c0, v);
-    modulate_quad<OT>(p, b, c0, v, inv, y);
-    store_quad<OT>(out, p.out_stride[2], p.dim, c0, y);
-  }
+  for (int64_t c = 0; c < p.dim; ++c)
+    out[c * p.out_stride[2]] = Io<OT>::store(modulate_at<OT>(p, b, c, Io<XT>::load(x[c * p.x_stride[2]]), inv));
 }
 
 template <dimex_dtype XT, dimex_dtype OT>
