@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# One device call that measures a change against a base revision built beside it (issue "Whole-denoiser speed"):
+# both libraries built in parallel, the GPU tests of this tree, then per step the timings of both, so every number has
+# its baseline from the same machine and call. Device time is scarce (starts are often refused): everything in one call.
+#
+# Here, once per base revision (the snapshot and the bench wheels travel as ignored, carried folders):
+#   echo /.base/ >> .git/info/exclude && rm -rf .base && git archive --prefix=.base/ <rev> | tar -x
+# Then, through the device tool (carry [".base", ".whl_bench"]; diffusers' wheels in .whl_bench/ enable the DiT rows):
+#   STEPS=tests,bench,fused,scan,profile,bench512 bash bench/run_compare_gpu.sh
+# Steps (in this order, each skipped when too little of LIMIT seconds is left):
+#   tests     pytest -m gpu on this tree ($TESTS, default: the fused ops, the scan op and kernel without its 1000
+#             random configurations, the models)
+#   bench     dimexport bench, dim-h 256² B=1,8 fp16 eager+graph: this tree (with DiT-XL/2), the base
+#   fused     bench/fused_ops.py at 256² (this tree)
+#   scan      bench/scan.py --token-major on 12 shapes (this tree), also with DIMEX_SCAN_CHANNEL_TILES=0
+#   profile   bench/profile_layer.py --batch 1,8 (this tree)
+#   bench512  dim-h 512² B=8 graph: this tree (with DiT-XL/2), the base
+# Results: $OUT/results.tgz (every log, JSON and table) and $OUT/summary.txt; the device returns at most 8 files.
+set -o pipefail
+export PYTHONUNBUFFERED=1
+STEPS="${STEPS:-tests,bench,fused,scan,profile,bench512}"
+LIMIT="${LIMIT:-570}"
+R=/tmp/compare; rm -rf "$R"; mkdir -p "$R"
+t0=$(date +%s)
+left() { echo $(( LIMIT - ($(date +%s) - t0) )); }
+want() { [[ ",$STEPS," == *",$1,"* ]] && [ "$(left)" -gt "${2:-60}" ]; }
+log() { echo "[t=$(( $(date +%s) - t0 ))s] $*" | tee -a "$R/summary.txt"; }
+pack() { (cd "$R" && tar czf "$OUT/results.tgz" .; cp -f "$R/summary.txt" "$OUT/"); }
+trap pack EXIT
+
+SITE=""
+if ls .whl_bench/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_bench/*.whl 2>/dev/null && SITE=/tmp/site
+fi
+{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv
+  python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
+} 2>&1 | tee "$R/env.txt"
+
+build() {  # $1: source tree; its library lands in $1/dimexport/lib
+  (cd "$1" && cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 $(PYTHONPATH=. python3 -m dimexport.native_build_args) \
+     >/dev/null && cmake --build build -j 16 >/dev/null && cmake --install build --prefix . >/dev/null) 2>&1 | tail -5
+}
+build . >"$R/build.log" &
+[ -d .base ] && build .base >"$R/build_base.log" &
+wait
+cat "$R"/build*.log
+log "built ($( [ -d .base ] && echo "this tree and .base" || echo "this tree; no .base: no baseline rows"))"
+
+bench() {  # $1: label, $2: tree, then dimexport bench arguments
+  local label=$1 tree=$2; shift 2
+  (cd "$tree" && PYTHONPATH=".:$SITE" timeout $(( $(left) < 120 ? $(left) : 120 )) python3 -m dimexport.cli bench \
+     --model dim-h --dtype fp16 "$@" --json >"$R/bench_$label.json" 2>"$R/bench_$label.log")
+  log "$label $(python3 -c "import json; d=json.load(open('$R/bench_$label.json')); print([(r['name'], r['batch'], round(r['p50'], 2)) for r in d['rows'] if not r['skipped']])" 2>&1)"
+}
+dit() { [ -n "$SITE" ] && echo "--baselines dit"; }
+
+if want tests; then
+  export PYTHONPATH="$PWD"
+  timeout $(( $(left) < 180 ? $(left) - 20 : 160 )) python3 -m pytest -q -n 8 -p no:cacheprovider -m gpu \
+    ${TESTS:-tests/test_conv_silu.py tests/test_block_ops.py tests/test_scan_op.py tests/test_scan_kernel_gpu.py tests/test_models.py} \
+    -k "not test_random_config" >"$R/gpu_tests.log" 2>&1
+  log "tests: $(tail -1 "$R/gpu_tests.log")"
+fi
+if want bench; then
+  bench this_256 . --resolution 256 --batch 1,8 --backends eager,graph $(dit)
+  [ -d .base ] && bench base_256 .base --resolution 256 --batch 1,8 --backends eager,graph
+fi
+if want fused; then
+  PYTHONPATH="$PWD" timeout 60 python3 bench/fused_ops.py --resolutions 256 --json "$R/fused_ops.json" \
+    --md "$R/fused_ops.md" >"$R/fused_ops.log" 2>&1
+  log "fused ops: $R/fused_ops.md"; grep "^|" "$R/fused_ops.md"
+fi
+if want scan 120; then
+  PYTHONPATH="$PWD" timeout 90 python3 bench/scan.py --no-sweep --token-major --limit 12 --json "$R/scan.json" \
+    --md "$R/scan.md" >"$R/scan.log" 2>&1
+  want scan 100 && PYTHONPATH="$PWD" DIMEX_SCAN_CHANNEL_TILES=0 timeout 80 python3 bench/scan.py --no-sweep \
+    --token-major --limit 12 --json "$R/scan_no_tiles.json" --md "$R/scan_no_tiles.md" >"$R/scan_no_tiles.log" 2>&1
+  log "scan: $R/scan.md, $R/scan_no_tiles.md"
+fi
+if want profile 90; then
+  PYTHONPATH="$PWD" timeout $(( $(left) - 10 )) python3 bench/profile_layer.py --batch 1,8 --dtype fp16 \
+    --json "$R/profile.json" --md "$R/profile.md" >"$R/profile.log" 2>&1
+  log "profile: $(grep "Whole forward" "$R/profile.md" | tr '\n' ' ')"
+fi
+if want bench512 80; then
+  bench this_512 . --resolution 512 --batch 8 --backends graph $(dit)
+  [ -d .base ] && want bench512 40 && bench base_512 .base --resolution 512 --batch 8 --backends graph
+fi
+log "done"
