@@ -192,3 +192,18 @@ def test_mixer_with_the_fused_op_matches_the_unfused_mixer(bimamba):
         with _native.python_kernels(reference=True):
             unfused = mixer(hidden)
     assert (fused - unfused).abs().max().item() <= 1e-5 * unfused.abs().max().item()
+
+
+@pytest.mark.parametrize("bimamba", [False, True])
+def test_mixer_stays_token_major_without_copies(bimamba):
+    """The conv's and the scan's outputs keep the token-major layout of in_proj's output, so the mixer runs one plain
+    mm per projection (in_proj, out_proj, x_proj and dt_proj per direction) and nothing copies or transposes data."""
+    from dimexport.models.layers import Mamba
+
+    torch_ops_or_skip()
+    mixer = Mamba(32, bimamba=bimamba).eval()
+    with torch.inference_mode(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        mixer(torch.randn(2, 40, 32))
+    counts = {e.key: e.count for e in prof.key_averages()}
+    assert counts.get("aten::mm") == (6 if bimamba else 4)
+    assert not {"aten::copy_", "aten::clone", "aten::contiguous", "aten::bmm"} & counts.keys()
