@@ -65,9 +65,7 @@ def reference_kernel(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, r
     return in_layout_of(x, causal_conv1d_silu_reference(x, weight, bias, reverse))
 
 
-# The output's layout follows x's (output_like), so torch.compile must hand the op x with the strides it was traced with.
-causal_conv1d_silu = torch.library.custom_op(OP_NAME, reference_kernel, mutates_args=(),
-                                             tags=(torch.Tag.needs_exact_strides,))
+causal_conv1d_silu = torch.library.custom_op(OP_NAME, reference_kernel, mutates_args=())
 
 
 @causal_conv1d_silu.register_fake

@@ -42,7 +42,8 @@ def token_major(x: Tensor) -> bool:
 def output_like(x: Tensor) -> Tensor:
     """An empty output for the (batch, dim, seqlen) input x, in x's dtype and layout: token-major storage
     (batch, seqlen, dim) seen as (batch, dim, seqlen) when token_major(x), else contiguous. A mixer that stays
-    token-major then feeds its projections without transposing copies. The C++ operator allocates the same way."""
+    token-major then feeds its projections without transposing copies. The C++ operator allocates the same way;
+    torch.compile keeps a custom op's input strides by default, so the fake kernel sees the layout the kernel gets."""
     if token_major(x):
         return torch.empty((x.shape[0], x.shape[2], x.shape[1]), dtype=x.dtype, device=x.device).transpose(1, 2)
     return torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -196,8 +197,7 @@ def selective_scan_reference(
     return torch.cat(outs, dim=1).to(u.dtype)
 
 
-# The output's layout follows u's (output_like), so torch.compile must hand the op u with the strides it was traced with.
-@torch.library.custom_op(OP_NAME, mutates_args=(), tags=(torch.Tag.needs_exact_strides,))
+@torch.library.custom_op(OP_NAME, mutates_args=())
 def selective_scan(
     u: Tensor,
     delta: Tensor,
