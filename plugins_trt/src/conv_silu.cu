@@ -58,13 +58,9 @@ __global__ void __launch_bounds__(kChannels) conv_silu_channels_kernel(dimex_con
   const float bias = p.bias ? Io<DT>::load(static_cast<const T*>(p.bias)[d]) : 0.0f;
   const int64_t start = window_start<K, kReverse>(l0);  // win[j] holds x[l + start - l0 + j] for output l
 #pragma unroll
-  for (int j = 0; j < K - 1; ++j) {
-    const int64_t pos = start + j;
-    win[j] = (pos >= 0 && pos < p.seqlen) ? Io<DT>::load(x[pos * sl]) : 0.0f;
-  }
+  for (int j = 0; j < K - 1; ++j) win[j] = x_at<DT>(x, sl, p.seqlen, start + j);
   for (int64_t l = l0; l < l1; ++l) {
-    const int64_t pos = start + (l - l0) + K - 1;
-    win[K - 1] = (pos >= 0 && pos < p.seqlen) ? Io<DT>::load(x[pos * sl]) : 0.0f;
+    win[K - 1] = x_at<DT>(x, sl, p.seqlen, start + (l - l0) + K - 1);
     out[l * p.out_stride[2]] = Io<DT>::store(conv_silu_window<K, kReverse>(win, w, bias));
 #pragma unroll
     for (int j = 0; j < K - 1; ++j) win[j] = win[j + 1];

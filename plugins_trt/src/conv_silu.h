@@ -67,17 +67,21 @@ DIMEX_HD float conv_silu_window(const float (&win)[K], const float* w, float bia
 template <int K, bool kReverse>
 DIMEX_HD int64_t window_start(int64_t l) { return kReverse ? l : l - (K - 1); }
 
-// out[l] of one (b, d) row: `row` points at x[b, d, 0], `sl` is x's token stride (x = 0 outside 0..seqlen-1).
+// x[pos] of one (b, d) row as fp32, 0 outside 0..seqlen-1 (the conv's zero padding): `row` points at x[b, d, 0], `sl`
+// is x's token stride.
+template <dimex_dtype DT>
+DIMEX_HD float x_at(const typename Io<DT>::T* row, int64_t sl, int64_t seqlen, int64_t pos) {
+  return (pos >= 0 && pos < seqlen) ? Io<DT>::load(row[pos * sl]) : 0.0f;
+}
+
+// out[l] of one (b, d) row (`row`, `sl` as for x_at).
 template <dimex_dtype DT, int K, bool kReverse>
 DIMEX_HD float conv_silu_at(const typename Io<DT>::T* row, int64_t sl, int64_t seqlen, int64_t l, const float* w,
                             float bias) {
   float win[K];
   const int64_t start = window_start<K, kReverse>(l);
 #pragma unroll
-  for (int j = 0; j < K; ++j) {
-    const int64_t pos = start + j;
-    win[j] = (pos >= 0 && pos < seqlen) ? Io<DT>::load(row[pos * sl]) : 0.0f;
-  }
+  for (int j = 0; j < K; ++j) win[j] = x_at<DT>(row, sl, seqlen, start + j);
   return conv_silu_window<K, kReverse>(win, w, bias);
 }
 
