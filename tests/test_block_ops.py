@@ -263,3 +263,16 @@ def test_residual_serves_the_op_gradients_and_opcheck():
         assert torch.equal(fused, ref)
     torch.library.opcheck(gated_residual, args32)
     torch.library.opcheck(gated_residual, (args32[0], args32[1], None))
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_outputs_are_contiguous_for_permuted_inputs(reference):
+    """The fakes promise contiguous (B, L, D) outputs; the C++ kernels and the references (python_kernels) keep that
+    promise for a dense but permuted input too, where elementwise torch ops would return its permutation."""
+    if not reference:
+        torch_ops_or_skip()
+    x = torch.randn(7, 2, 16).transpose(0, 1)  # (2, 7, 16), batch innermost-but-one
+    y = torch.randn(2, 7, 16)
+    with _native.python_kernels(reference=True) if reference else contextlib.nullcontext():
+        assert rms_norm_modulate(x, torch.ones(16), None, None, 1e-5).is_contiguous()
+        assert gated_residual(x, y).is_contiguous()

@@ -63,7 +63,7 @@ def reference_kernel(x: Tensor, weight: Tensor, scale: Optional[Tensor] = None, 
     `* (1 + scale) + shift` (each (B, 1, D) or None), contiguous (B, L, D) in the weight's dtype; the C++ operator's
     kernels replace it on the CPU and the GPU when they load."""
     check_norm_inputs(x, weight, scale, shift, eps)
-    return rms_norm_modulate_reference(x, weight, scale, shift, eps)
+    return rms_norm_modulate_reference(x, weight, scale, shift, eps).contiguous()  # the fake's and kernels' layout
 
 
 rms_norm_modulate = torch.library.custom_op(OP_NAME, reference_kernel, mutates_args=())

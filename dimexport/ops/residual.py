@@ -48,7 +48,7 @@ def reference_kernel(residual: Tensor, y: Tensor, gate: Optional[Tensor] = None)
     """The op's body: checks, then the reference; contiguous, in the residual's dtype. The C++ operator's kernels
     replace it on the CPU and the GPU when they load (fp32 math, rounded once)."""
     check_residual_inputs(residual, y, gate)
-    return gated_residual_reference(residual, y, gate)
+    return gated_residual_reference(residual, y, gate).contiguous()  # the fake's and kernels' layout
 
 
 gated_residual = torch.library.custom_op(OP_NAME, reference_kernel, mutates_args=())
