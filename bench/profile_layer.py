@@ -6,8 +6,8 @@ block: RMSNorm, adaLN modulation, the Mamba mixer, gate and residual), each besi
 
 with bytes = the operator's inputs + its output (an elementwise lower bound: every tensor read or written once) and
 FLOPs = 2·M·K·N for matrix products. The whole forward's GPU time and wall time (eager and CUDA graph) are printed
-beside the per-layer sum, so host overhead shows as their difference, and depth x layer against the whole forward
-shows what lies outside the blocks (skip merges, scan-order gathers, embeddings, the adapter). `--device cpu` runs the
+beside the per-layer sum, so host overhead shows as their difference; what lies outside the blocks (skip merges,
+scan-order gathers, embeddings, the adapter, the output head) gets its own table per forward. `--device cpu` runs the
 same report on the CPU (operator CPU time) for a quick check.
 
   python3 bench/profile_layer.py --batch 1,8 --dtype fp16 --json out/profile.json --md out/profile.md
@@ -36,6 +36,7 @@ from scan import copy_bandwidth  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LAYER_RANGE = "dimexport::profiled_layer"
+BLOCK_RANGE = "dimexport::block"  # the other blocks: what lies outside all of them is reported per forward
 
 
 def gemm_peak(dtype: torch.dtype, device: torch.device) -> float:
@@ -82,17 +83,22 @@ def op_floor_terms(name: str, shapes: list, dtypes: list) -> tuple[float, float]
 def profile_layer(model, x, t, y, layer: int, bw: float, peak: float) -> dict:
     """Per-operator GPU time of transformer_blocks[layer] (with its skip merge and reorder, which DiM runs in its
     forward loop, attributed by the operator's input shapes), averaged over `reps` forwards."""
-    block = model.transformer_blocks[layer]
     ctx = {}
 
-    def enter(_m, _args):
-        ctx["range"] = record_function(LAYER_RANGE)
-        ctx["range"].__enter__()
+    def ranged(name: str):
+        def enter(_m, _args):
+            ctx["range"] = record_function(name)
+            ctx["range"].__enter__()
 
-    def leave(_m, _args, _out):
-        ctx.pop("range").__exit__(None, None, None)
+        def leave(_m, _args, _out):
+            ctx.pop("range").__exit__(None, None, None)
 
-    hooks = [block.register_forward_pre_hook(enter), block.register_forward_hook(leave)]
+        return enter, leave
+
+    hooks = []
+    for i, block in enumerate(model.transformer_blocks):
+        enter, leave = ranged(LAYER_RANGE if i == layer else BLOCK_RANGE)
+        hooks += [block.register_forward_pre_hook(enter), block.register_forward_hook(leave)]
     reps = 5
     on_gpu = x.device.type == "cuda"
     default_dtype = {torch.float16: "c10::Half", torch.bfloat16: "c10::BFloat16"}.get(x.dtype, "float")
@@ -110,13 +116,19 @@ def profile_layer(model, x, t, y, layer: int, bw: float, peak: float) -> dict:
         h.remove()
     events = prof.events()
     rows: dict[tuple, dict] = {}
+    outside: dict[tuple, dict] = {}
     total_forward_us = (sum(_kernel_us(e) for e in events) if on_gpu else
                         sum(e.cpu_time_total for e in events if e.cpu_parent is None)) / reps
     for e in events:
         parent = e.cpu_parent
+        gpu_us = sum(_kernel_us(d) for d in _descendants(e)) if on_gpu else e.cpu_time_total
+        if parent is None and e.name not in (LAYER_RANGE, BLOCK_RANGE) and gpu_us > 0:
+            o = outside.setdefault((e.name, str(e.input_shapes)), dict(op=e.name, shapes=e.input_shapes or [],
+                                                                      calls=0, gpu_us=0.0))
+            o["calls"] += 1
+            o["gpu_us"] += gpu_us
         if parent is None or parent.name != LAYER_RANGE:
             continue
-        gpu_us = sum(_kernel_us(d) for d in _descendants(e)) if on_gpu else e.cpu_time_total
         kernels = sorted({k.name for d in _descendants(e) for k in d.kernels})
         if on_gpu and not kernels:
             continue  # views and host-only operators
@@ -136,9 +148,12 @@ def profile_layer(model, x, t, y, layer: int, bw: float, peak: float) -> dict:
                         floor_us=round(floor * calls_per_layer, 2), mbytes=round(nbytes / 1e6, 2),
                         gflop=round(flops / 1e9, 2), kernels=r["kernels"][:3]))
     out.sort(key=lambda r: -r["gpu_us"])
+    rest = sorted((dict(op=o["op"], shapes=o["shapes"], calls=o["calls"] / reps, gpu_us=round(o["gpu_us"] / reps, 2))
+                   for o in outside.values()), key=lambda r: -r["gpu_us"])
     return dict(rows=out, layer_gpu_us=round(sum(r["gpu_us"] for r in out), 1),
                 layer_floor_us=round(sum(r["floor_us"] for r in out), 1),
-                forward_gpu_us=round(total_forward_us, 1))
+                forward_gpu_us=round(total_forward_us, 1), outside_gpu_us=round(sum(r["gpu_us"] for r in rest), 1),
+                outside=rest)
 
 
 def graph_ms(model, inputs: tuple) -> float:
@@ -221,6 +236,12 @@ def markdown(report: dict) -> str:
             pct = 100 * r["floor_us"] / r["gpu_us"] if r["gpu_us"] else 0
             lines.append(f"| {r['op']} | {r['shapes']} | {r['calls']:.0f} | {r['gpu_us']} | {r['floor_us']} | "
                          f"{pct:.0f} % | {r['mbytes']} | {r['gflop']} | {', '.join(k[:60] for k in r['kernels'])} |")
+        if b.get("outside"):
+            lines += ["", f"Outside the blocks (skip merges, scan-order gathers, embeddings, the adapter, the output head): "
+                      f"{b['outside_gpu_us']} µs of GPU time per forward; the operators above 1 % of it:", "",
+                      "| operator | input shapes | calls per forward | GPU µs per forward |", "|---|---|---|---|"]
+            lines += [f"| {r['op']} | {r['shapes']} | {r['calls']:.0f} | {r['gpu_us']} |" for r in b["outside"]
+                      if r["gpu_us"] >= 0.01 * b["outside_gpu_us"]]
         lines.append("")
     return "\n".join(lines)
 

@@ -11,14 +11,15 @@
 #   tests     pytest -m gpu on this tree ($TESTS, default: the fused ops, the scan op and kernel without its 1000
 #             random configurations, the models)
 #   bench     dimexport bench, dim-h 256² B=1,8 fp16 eager+graph: this tree (with DiT-XL/2), the base
-#   fused     bench/fused_ops.py at 256² (this tree)
+#   fused     bench/fused_ops.py at 256²: this tree, the base
 #   scan      bench/scan.py --token-major on 12 shapes (this tree), also with DIMEX_SCAN_CHANNEL_TILES=0
+#   sweep     bench/scan.py --token-major, lanes per channel and sequence chunks forced, on dim-h's shapes (this tree)
 #   profile   bench/profile_layer.py --batch 1,8 (this tree)
 #   bench512  dim-h 512² B=8 graph: this tree (with DiT-XL/2), the base
 # Results: $OUT/results.tgz (every log, JSON and table) and $OUT/summary.txt; the device returns at most 8 files.
 set -o pipefail
 export PYTHONUNBUFFERED=1
-STEPS="${STEPS:-tests,bench,fused,scan,profile,bench512}"
+STEPS="${STEPS:-tests,bench,fused,scan,sweep,profile,bench512}"
 LIMIT="${LIMIT:-570}"
 R=/tmp/compare; rm -rf "$R"; mkdir -p "$R"
 t0=$(date +%s)
@@ -66,9 +67,13 @@ if want bench; then
   [ -d .base ] && bench base_256 .base --resolution 256 --batch 1,8 --backends eager,graph
 fi
 if want fused; then
-  PYTHONPATH="$PWD" timeout 60 python3 bench/fused_ops.py --resolutions 256 --json "$R/fused_ops.json" \
-    --md "$R/fused_ops.md" >"$R/fused_ops.log" 2>&1
-  log "fused ops: $R/fused_ops.md"; grep "^|" "$R/fused_ops.md"
+  for tree in . .base; do
+    [ -d "$tree" ] || continue
+    tag=$( [ "$tree" = . ] && echo this || echo base )
+    (cd "$tree" && PYTHONPATH=. timeout 60 python3 bench/fused_ops.py --resolutions 256 --json "$R/fused_ops_$tag.json" \
+      --md "$R/fused_ops_$tag.md" >"$R/fused_ops_$tag.log" 2>&1)
+    log "fused ops ($tag): $R/fused_ops_$tag.md"; grep "^|" "$R/fused_ops_$tag.md"
+  done
 fi
 if want scan 120; then
   PYTHONPATH="$PWD" timeout 90 python3 bench/scan.py --no-sweep --token-major --limit 12 --json "$R/scan.json" \
@@ -76,6 +81,11 @@ if want scan 120; then
   want scan 100 && PYTHONPATH="$PWD" DIMEX_SCAN_CHANNEL_TILES=0 timeout 80 python3 bench/scan.py --no-sweep \
     --token-major --limit 12 --json "$R/scan_no_tiles.json" --md "$R/scan_no_tiles.md" >"$R/scan_no_tiles.log" 2>&1
   log "scan: $R/scan.md, $R/scan_no_tiles.md"
+fi
+if want sweep 100; then
+  PYTHONPATH="$PWD" timeout 90 python3 bench/scan.py --token-major --shapes 8x3072x366,1x3072x366,8x3072x1230 \
+    --json "$R/scan_sweep.json" --md "$R/scan_sweep.md" >"$R/scan_sweep.log" 2>&1
+  log "sweep: $R/scan_sweep.md"; grep "^|" "$R/scan_sweep.md"
 fi
 if want profile 90; then
   PYTHONPATH="$PWD" timeout $(( $(left) - 10 )) python3 bench/profile_layer.py --batch 1,8 --dtype fp16 \

@@ -134,7 +134,8 @@ def worker(args: argparse.Namespace) -> None:
     l2 = getattr(props, "L2_cache_size", 50 << 20)
     bw = copy_bandwidth()
     rows = []
-    shapes = SHAPES[: args.limit] if args.limit else SHAPES
+    shapes = [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")] if args.shapes else SHAPES
+    shapes = shapes[: args.limit] if args.limit else shapes
     for batch, dim, seqlen in shapes:
         elems = batch * dim * seqlen
         fl = floor_us(elems, bw)
@@ -143,11 +144,13 @@ def worker(args: argparse.Namespace) -> None:
         row["us"] = time_graph(native_fn(), sets, fl)
         if args.token_major:
             row["token_major_us"] = time_graph(native_fn(), [token_major_views(s) for s in sets], fl)
-        if args.sweep:
-            row["split_us"] = {s: time_graph(native_fn(s), sets, fl) for s in SPLITS}
+        if args.sweep:  # on the layout the table's "auto" column names
+            swept = [token_major_views(s) for s in sets] if args.token_major else sets
+            row["sweep_layout"] = "token-major" if args.token_major else "contiguous"
+            row["split_us"] = {s: time_graph(native_fn(s), swept, fl) for s in SPLITS}
             if batch == 1:
                 ks = sorted({effective_chunks(seqlen, k): k for k in reversed(CHUNKS)}.values())
-                row["chunk_us"] = {str(s or "auto"): {k: time_graph(native_fn(s, k), sets, fl) for k in ks}
+                row["chunk_us"] = {str(s or "auto"): {k: time_graph(native_fn(s, k), swept, fl) for k in ks}
                                    for s in CHUNK_SPLITS}
         native_fn()
         if args.reference and (batch, dim, seqlen) in REFERENCE_SHAPES:
@@ -228,26 +231,28 @@ def markdown(env: dict, results: list[dict]) -> str:
         for row in base["rows"]:
             lines.append(f"| {row['batch']} | {row['dim']} | {row['seqlen']} | {row['us']:.1f} | "
                          f"{row['token_major_us']:.1f} | {100 * row['floor_us'] / row['token_major_us']:.0f} % |")
+    auto = lambda row: row["token_major_us" if row.get("sweep_layout") == "token-major" else "us"]  # noqa: E731
+    layout = base["rows"][0].get("sweep_layout", "contiguous")
     if any("split_us" in row for row in base["rows"]):
-        lines += ["", f"Lanes per channel forced (`DIMEX_SCAN_FORCE_SPLIT`), {base['tag']}, µs:", "",
+        lines += ["", f"Lanes per channel forced (`DIMEX_SCAN_FORCE_SPLIT`), {base['tag']}, {layout} layout, µs:", "",
                   "| B | D | L | auto | " + " | ".join(f"S={s}" for s in SPLITS) + " |",
                   "|" + "---|" * (4 + len(SPLITS))]
         for row in base["rows"]:
             sp = row.get("split_us", {})
-            lines.append(f"| {row['batch']} | {row['dim']} | {row['seqlen']} | {row['us']:.1f} | "
+            lines.append(f"| {row['batch']} | {row['dim']} | {row['seqlen']} | {auto(row):.1f} | "
                          + " | ".join(f"{sp.get(str(s), sp.get(s, float('nan'))):.1f}" for s in SPLITS) + " |")
     chunk_rows = [row for row in base["rows"] if "chunk_us" in row]
     if chunk_rows:
         lines += ["", f"Sequence chunks forced (`DIMEX_SCAN_FORCE_CHUNKS`; 1 = no split; a forced K that gives "
                   f"the same whole-tile chunks as a smaller one is not timed), B = 1, "
-                  f"{base['tag']}, µs; S = lanes per channel (auto: chosen by the heuristic):", "",
+                  f"{base['tag']}, {layout} layout, µs; S = lanes per channel (auto: chosen by the heuristic):", "",
                   "| B | D | L | auto | S | " + " | ".join(f"K={k}" for k in CHUNKS) + " |",
                   "|" + "---|" * (5 + len(CHUNKS))]
         for row in chunk_rows:
             for s, sweep in row["chunk_us"].items():
                 cells = [f"{sweep[str(k)]:.1f}" if str(k) in sweep else f"{sweep[k]:.1f}" if k in sweep else "–"
                          for k in CHUNKS]
-                lines.append(f"| {row['batch']} | {row['dim']} | {row['seqlen']} | {row['us']:.1f} | {s} | "
+                lines.append(f"| {row['batch']} | {row['dim']} | {row['seqlen']} | {auto(row):.1f} | {s} | "
                              + " | ".join(cells) + " |")
     refs = [row for row in base["rows"] if "torch_reference_us" in row]
     if refs:
@@ -273,9 +278,11 @@ def main() -> None:
     ap.add_argument("--md", type=Path, help="write the markdown table here")
     ap.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the forced-split sweep")
     ap.add_argument("--limit", type=int, default=0, help="only the first LIMIT shapes")
+    ap.add_argument("--shapes", default="", help="BxDxL,... instead of the 18 standard shapes (e.g. dim-h's "
+                                                 "8x3072x366,1x3072x366)")
     ap.add_argument("--token-major", action="store_true",
                     help="also time the first variant on the layouts DiM's mixer hands the op: u, delta, z and the "
-                         "output stored token-major (B, L, D), B and C stored (B, L, G, N)")
+                         "output stored token-major (B, L, D), B and C stored (B, L, G, N); the sweeps then use them")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tag", default="default", help=argparse.SUPPRESS)
     ap.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
@@ -304,7 +311,7 @@ def main() -> None:
     variants = [v.split("=", 1) for v in args.variant] or [["default", str(ROOT / "dimexport/lib/libdimexport_scan.so")]]
     results = []
     for i, (tag, path) in enumerate(variants):
-        cmd = [sys.executable, __file__, "--worker", "--tag", tag, "--limit", str(args.limit)]
+        cmd = [sys.executable, __file__, "--worker", "--tag", tag, "--limit", str(args.limit), "--shapes", args.shapes]
         if i == 0:
             cmd.append("--reference")
             if args.token_major:
