@@ -237,8 +237,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['op']} | {r['shapes']} | {r['calls']:.0f} | {r['gpu_us']} | {r['floor_us']} | "
                          f"{pct:.0f} % | {r['mbytes']} | {r['gflop']} | {', '.join(k[:60] for k in r['kernels'])} |")
         if b.get("outside"):
-            lines += ["", f"Outside the blocks (skip merges, scan-order gathers, embeddings, the adapter, the output head): "
-                      f"{b['outside_gpu_us']} µs of GPU time per forward; the operators above 1 % of it:", "",
+            lines += ["", "Outside the blocks (skip merges, scan-order gathers, embeddings, the adapter, the output "
+                      f"head): {b['outside_gpu_us']} µs of GPU time per forward; the operators above 1 % of it:", "",
                       "| operator | input shapes | calls per forward | GPU µs per forward |", "|---|---|---|---|"]
             lines += [f"| {r['op']} | {r['shapes']} | {r['calls']:.0f} | {r['gpu_us']} |" for r in b["outside"]
                       if r["gpu_us"] >= 0.01 * b["outside_gpu_us"]]
