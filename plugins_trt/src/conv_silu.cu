@@ -40,6 +40,7 @@ constexpr int kChannels = 128;  // channels (threads) per CTA of the channel map
 // Tokens per CTA of the channel mapping: 64, or 16 where that leaves fewer than kMinTiles CTAs (dim-h at batch 1: 144
 // CTAs of 64 sequential tokens were latency-bound, 29 us; 576 of 16).
 constexpr int kTile = 64, kShortTile = 16, kMinTiles = 1024;
+constexpr int kBatch = 8;  // tokens whose loads a thread has in flight together (divides both tiles)
 
 template <dimex_dtype DT, int K, bool kReverse>
 __global__ void __launch_bounds__(kChannels) conv_silu_channels_kernel(dimex_conv_params p, int tile) {
@@ -59,11 +60,19 @@ __global__ void __launch_bounds__(kChannels) conv_silu_channels_kernel(dimex_con
   const int64_t start = window_start<K, kReverse>(l0);  // win[j] holds x[l + start - l0 + j] for output l
 #pragma unroll
   for (int j = 0; j < K - 1; ++j) win[j] = x_at<DT>(x, sl, p.seqlen, start + j);
-  for (int64_t l = l0; l < l1; ++l) {
-    win[K - 1] = x_at<DT>(x, sl, p.seqlen, start + (l - l0) + K - 1);
-    out[l * p.out_stride[2]] = Io<DT>::store(conv_silu_window<K, kReverse>(win, w, bias));
+  // kBatch tokens' inputs loaded before any of their outputs is stored: the loads do not wait on each other's latency
+  // (out may alias x as far as the compiler knows, so it would not hoist a load above the previous store).
+  for (int64_t l = l0; l < l1; l += kBatch) {
+    float next[kBatch];
 #pragma unroll
-    for (int j = 0; j < K - 1; ++j) win[j] = win[j + 1];
+    for (int i = 0; i < kBatch; ++i) next[i] = x_at<DT>(x, sl, p.seqlen, start + (l - l0) + K - 1 + i);
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) {
+      win[K - 1] = next[i];
+      if (l + i < l1) out[(l + i) * p.out_stride[2]] = Io<DT>::store(conv_silu_window<K, kReverse>(win, w, bias));
+#pragma unroll
+      for (int j = 0; j < K - 1; ++j) win[j] = win[j + 1];
+    }
   }
 }
 
