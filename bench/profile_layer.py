@@ -81,8 +81,9 @@ def op_floor_terms(name: str, shapes: list, dtypes: list) -> tuple[float, float]
 
 
 def profile_layer(model, x, t, y, layer: int, bw: float, peak: float) -> dict:
-    """Per-operator GPU time of transformer_blocks[layer] (with its skip merge and reorder, which DiM runs in its
-    forward loop, attributed by the operator's input shapes), averaged over `reps` forwards."""
+    """Per-operator GPU time of transformer_blocks[layer]'s forward, and per forward that of the operators outside
+    every block (the skip merges and scan-order reorders DiM runs in its forward loop, the embeddings, the head),
+    averaged over `reps` forwards."""
     ctx = {}
 
     def ranged(name: str):
