@@ -120,16 +120,22 @@ def profile_layer(model, x, t, y, layer: int, bw: float, peak: float) -> dict:
     outside: dict[tuple, dict] = {}
     total_forward_us = (sum(_kernel_us(e) for e in events) if on_gpu else
                         sum(e.cpu_time_total for e in events if e.cpu_parent is None)) / reps
-    for e in events:
+
+    def op_us(e) -> float:  # an operator's GPU time (its subtree's kernels), or its CPU time on the CPU
+        return sum(_kernel_us(d) for d in _descendants(e)) if on_gpu else e.cpu_time_total
+
+    for e in events:  # only top-level operators and the profiled layer's children are timed (subtree walks)
         parent = e.cpu_parent
-        gpu_us = sum(_kernel_us(d) for d in _descendants(e)) if on_gpu else e.cpu_time_total
-        if parent is None and e.name not in (LAYER_RANGE, BLOCK_RANGE) and gpu_us > 0:
-            o = outside.setdefault((e.name, str(e.input_shapes)), dict(op=e.name, shapes=e.input_shapes or [],
-                                                                      calls=0, gpu_us=0.0))
-            o["calls"] += 1
-            o["gpu_us"] += gpu_us
+        if parent is None and e.name not in (LAYER_RANGE, BLOCK_RANGE):
+            gpu_us = op_us(e)
+            if gpu_us > 0:
+                o = outside.setdefault((e.name, str(e.input_shapes)), dict(op=e.name, shapes=e.input_shapes or [],
+                                                                          calls=0, gpu_us=0.0))
+                o["calls"] += 1
+                o["gpu_us"] += gpu_us
         if parent is None or parent.name != LAYER_RANGE:
             continue
+        gpu_us = op_us(e)
         kernels = sorted({k.name for d in _descendants(e) for k in d.kernels})
         if on_gpu and not kernels:
             continue  # views and host-only operators
