@@ -147,8 +147,9 @@ int dimex_causal_conv1d_silu_fwd(const dimex_conv_params* params, cudaStream_t s
 int dimex_causal_conv1d_silu_fwd_cpu(const dimex_conv_params* params, int num_threads);
 
 /* RMSNorm with a weight, then the adaLN modulation (ABI version 7), per row r = (b, l) of D channels:
- *   ms  = (sum_c x[r,c]^2) / D          (fp32; the sum in a fixed order: lane j of 32 adds channels j, j+32, ...
- *                                        in turn, then the 32 partial sums are combined by an xor butterfly)
+ *   ms  = (sum_c x[r,c]^2) / D          (fp32; the sum in a fixed order: lane j of 32 adds the quads of channels
+ *                                        4j..4j+3, 4j+128..4j+131, ... in turn, then the 32 partial sums are
+ *                                        combined by an xor butterfly)
  *   y   = x[r,c] * (1 / sqrt(ms + eps)) * weight[c]
  *   out = y * (1 + scale[b,c]) + shift[b,c]     (only when scale / shift are given)
  * x is fp32, fp16 or bf16 (x_dtype); weight, scale, shift and out share out_dtype. x is (batch, rows, D) and out
