@@ -114,6 +114,10 @@ def test_cpp_operator_serves_the_op_and_python_kernels_switch_to_the_reference()
         (dict(eps=-1e-05), "rms_norm_modulate: eps must be >= 0, got -1e-05"),
         (dict(scale=torch.zeros(2, 1, 8, device="meta")),
          "rms_norm_modulate: all inputs must be on one device, got ['cpu', 'meta']"),
+        (dict(rows=torch.arange(5, dtype=torch.int32)),
+         "rms_norm_modulate: rows must be an int64 index of shape (5,), got torch.int32 of shape (5,)"),
+        (dict(rows=torch.arange(4)), "rms_norm_modulate: rows must be an int64 index of shape (5,), got torch.int64 of "
+                                     "shape (4,)"),
     ],
 )
 @pytest.mark.parametrize("python", [False, True], ids=["registered-kernels", "python-kernels"])
@@ -225,6 +229,10 @@ def test_residual_cuda_kernel_matches_fp64_and_the_cpu_bit_for_bit(batch, tokens
         (dict(gate=torch.zeros(2, 1, 8)), "gated_residual: gate has dtype torch.float32; it must match y (torch.float16)"),
         (dict(gate=torch.zeros(2, 1, 8, dtype=torch.float16, device="meta")),
          "gated_residual: all inputs must be on one device, got ['cpu', 'meta']"),
+        (dict(rows=torch.arange(5).view(1, 5)),
+         "gated_residual: rows must be an int64 index of shape (5,), got torch.int64 of shape (1, 5)"),
+        (dict(rows=torch.arange(5, device="meta")),
+         "gated_residual: all inputs must be on one device, got ['cpu', 'meta']"),
     ],
 )
 @pytest.mark.parametrize("python", [False, True], ids=["registered-kernels", "python-kernels"])
@@ -276,3 +284,89 @@ def test_outputs_are_contiguous_for_permuted_inputs(reference):
     with _native.python_kernels(reference=True) if reference else contextlib.nullcontext():
         assert rms_norm_modulate(x, torch.ones(16), None, None, 1e-5).is_contiguous()
         assert gated_residual(x, y).is_contiguous()
+
+
+def scan_order(tokens: int, seed: int, device: str = "cpu") -> torch.Tensor:
+    """A random reorder of the tokens, as DiM's per-layer scan orders are (int64, on the inputs' device)."""
+    return torch.randperm(tokens, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("seed", range(6))
+def test_row_index_reads_the_gathered_tokens_bit_for_bit(device, seed):
+    """rows (DiM's scan order) gives the bits of the op on the gathered input, for the norm and the residual, on the
+    kernels and on the references; no copy of the input is made for it."""
+    torch_ops_or_skip()
+    rng = random.Random(seed)
+    batch, tokens, dim = rng.randint(1, 3), rng.choice([7, 33, 366]), rng.choice([5, 100, 1536])
+    x, w, scale, shift = norm_inputs(batch, tokens, dim, torch.float32, rng.choice(DTYPES), True, seed % 2 == 1, seed,
+                                     device=device)
+    rows = scan_order(tokens, seed, device)
+    assert torch.equal(rms_norm_modulate(x, w, scale, shift, 1e-5, rows),
+                       rms_norm_modulate(x.index_select(1, rows), w, scale, shift, 1e-5))
+    res, y, gate = residual_inputs(batch, tokens, dim, torch.float32, rng.choice(DTYPES), seed % 2 == 0, seed,
+                                   device=device)
+    assert torch.equal(gated_residual(res, y, gate, rows), gated_residual(res.index_select(1, rows), y, gate))
+    with _native.python_kernels(reference=True):
+        assert torch.equal(rms_norm_modulate(x, w, scale, shift, 1e-5, rows),
+                           rms_norm_modulate_reference(x.index_select(1, rows), w, scale, shift, 1e-5))
+        assert torch.equal(gated_residual(res, y, gate, rows),
+                           gated_residual_reference(res.index_select(1, rows), y, gate))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_row_index_out_of_range_gives_nan_rows_and_reads_nothing_outside(device):
+    """An index the kernels cannot use (its values are not checked on the host: that would synchronise) gives NaN in
+    that output row and the right values elsewhere, instead of a read outside the input."""
+    torch_ops_or_skip()
+    x, w, scale, shift = norm_inputs(2, 7, 40, torch.float32, torch.float16, True, False, seed=3, device=device)
+    res, y, gate = residual_inputs(2, 7, 40, torch.float32, torch.float16, False, seed=3, device=device)
+    rows = torch.tensor([6, 5, -1, 3, 7, 1, 1 << 40], device=device)
+    good = torch.tensor([0, 1, 3, 5])
+    fine = torch.tensor([6, 5, 3, 1], device=device)
+    for out, expect in ((rms_norm_modulate(x, w, scale, shift, 1e-5, rows),
+                         rms_norm_modulate(x.index_select(1, fine), w, scale, shift, 1e-5)),
+                        (gated_residual(res, y, gate, rows),
+                         gated_residual(res.index_select(1, fine), y[:, good.to(device)], gate))):
+        out = out.cpu()
+        assert torch.isnan(out[:, [2, 4, 6]]).all()
+        assert torch.equal(out[:, good], expect.cpu())
+
+
+def test_row_index_gradients_and_opcheck():
+    args = norm_inputs(2, 7, 32, torch.float32, torch.float32, True, True, seed=4)
+    rows = scan_order(7, seed=1)
+    grad = torch.randn(2, 7, 32, generator=torch.Generator().manual_seed(9))
+    leaves = [t.detach().requires_grad_() for t in args]
+    rms_norm_modulate(*leaves, 1e-5, rows).backward(grad)
+    ref_leaves = [t.detach().requires_grad_() for t in args]
+    rms_norm_modulate_reference(ref_leaves[0].index_select(1, rows), *ref_leaves[1:], 1e-5).backward(grad)
+    for fused, ref in zip(leaves, ref_leaves):
+        assert torch.equal(fused.grad, ref.grad)
+    torch.library.opcheck(rms_norm_modulate, (*args, 1e-5, rows))
+    res, y, gate = residual_inputs(2, 7, 32, torch.float32, torch.float32, True, seed=13)
+    torch.library.opcheck(gated_residual, (res.requires_grad_(), y, gate, rows))
+
+
+def test_dim_reads_its_scan_orders_through_the_block_ops():
+    """DiM gathers no copy of the residual stream per layer: its only index_selects (besides the label embeddings') are
+    the padded grid's fill and the final unpad, the layers' scan orders go to the norm and the residual as `rows`, and
+    a block with `rows` gives the bits of the block on the gathered stream."""
+    from dimexport.models import build_model, example_inputs
+
+    torch_ops_or_skip()
+    net = build_model("dim-tiny", seed=0).eval()
+    inputs = example_inputs(net.cfg, 2)
+    with torch.inference_mode(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        net(*inputs)
+    counts = {e.key: e.count for e in prof.key_averages()}
+    layout = net.layout(net.cfg.grid())
+    assert sum(order is not None for order in layout.reorders) >= 2
+    assert counts.get("aten::index_select") == 2 + counts.get("aten::embedding", 0)  # embeddings select rows too
+    order = next(o for o in layout.reorders if o is not None)
+    block = net.transformer_blocks[1]
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(2, order.numel(), net.cfg.hidden, generator=g)
+    mod = torch.randn(2, 3 * net.cfg.hidden, generator=g)
+    with torch.inference_mode():
+        assert torch.equal(block(s, mod, order), block(s.index_select(1, order), mod))

@@ -95,9 +95,11 @@ def translate_causal_conv1d_silu(x, weight, bias=None, reverse=False):
     return op.Mul(u, op.Sigmoid(u))
 
 
-def translate_rms_norm_modulate(x, weight, scale=None, shift=None, eps=1e-5):
-    """custom_translation_table entry for torch.ops.dimexport.rms_norm_modulate: the reference's standard ops (fp32
-    statistics, the weight's dtype after the norm)."""
+def translate_rms_norm_modulate(x, weight, scale=None, shift=None, eps=1e-5, rows=None):
+    """custom_translation_table entry for torch.ops.dimexport.rms_norm_modulate: the reference's standard ops (a
+    Gather of the tokens with `rows`, fp32 statistics, the weight's dtype after the norm)."""
+    if rows is not None:
+        x = op.Gather(x, rows, axis=1)
     x32 = op.Cast(x, to=onnx.TensorProto.FLOAT)
     ms = op.ReduceMean(op.Mul(x32, x32), op.Constant(value_ints=[-1]), keepdims=1)
     y = op.Mul(x32, op.Reciprocal(op.Sqrt(op.Add(ms, op.Constant(value_float=eps)))))
@@ -109,8 +111,10 @@ def translate_rms_norm_modulate(x, weight, scale=None, shift=None, eps=1e-5):
     return y
 
 
-def translate_gated_residual(residual, y, gate=None):
+def translate_gated_residual(residual, y, gate=None, rows=None):
     """custom_translation_table entry for torch.ops.dimexport.gated_residual: the reference's standard ops."""
+    if rows is not None:
+        residual = op.Gather(residual, rows, axis=1)
     gated = y if gate is None else op.Mul(op.Add(op.CastLike(op.Constant(value_float=1.0), gate), gate), y)
     return op.Add(residual, op.CastLike(gated, residual))
 

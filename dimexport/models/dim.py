@@ -28,8 +28,9 @@ class _NormWrapper(nn.Module):
         super().__init__()
         self.norm = RMSNorm(dim)
 
-    def forward(self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
-        return self.norm(x, scale, shift)
+    def forward(self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None,
+                rows: Tensor | None = None) -> Tensor:
+        return self.norm(x, scale, shift, rows)
 
 
 class TimestepEmbedding(nn.Module):
@@ -101,10 +102,12 @@ class DiMBlock(nn.Module):
             return self.skip_linear(torch.cat([s, skip], dim=-1)).float()
         return (self.skip_linear[0](s) + self.skip_linear[1](skip)).float()
 
-    def forward(self, s: Tensor, mod: Tensor) -> Tensor:
+    def forward(self, s: Tensor, mod: Tensor, order: Tensor | None = None) -> Tensor:
+        """The block on s's tokens in `order` (s.index_select(1, order) when given, read through the index by the norm
+        and the residual instead of copied); the output is in that order."""
         shift, scale, gate = (self.scale_shift_table[None] + mod.view(mod.shape[0], 3, -1)).chunk(3, dim=1)
-        n = self.norm1(s, scale, shift)  # norm1(s) * (1 + scale) + shift, fused
-        return gated_residual(s, self.attn1(n), gate)  # s + ((1 + gate) * attn1(n)).float(), fused
+        n = self.norm1(s, scale, shift, order)  # norm1(s[:, order]) * (1 + scale) + shift, fused
+        return gated_residual(s, self.attn1(n), gate, order)  # s[:, order] + ((1 + gate) * attn1(n)).float(), fused
 
 
 def resize_position_table(table: Tensor, extra_len: int, grid: int) -> Tensor:
@@ -199,10 +202,9 @@ class DiM(nn.Module):
         for layer, block in enumerate(self.transformer_blocks):
             if block.skip_linear is not None:
                 s = block.merge_skip(s, skips.pop())
-            order = layout.reorders[layer]
-            if order is not None:  # one gather; the conditioning and separator tokens map to themselves
-                s = s.index_select(1, order)
-            s = block(s, mod)
+            # The layer's scan order (None: unchanged), gathered by the block's norm and residual; the conditioning
+            # and separator tokens map to themselves.
+            s = block(s, mod, layout.reorders[layer])
             if layer in self.push_layers:
                 skips.append(s)
 

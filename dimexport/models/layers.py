@@ -30,10 +30,11 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None,
+                rows: Tensor | None = None) -> Tensor:
         """(B, L, D) in any float dtype -> the weight's dtype, then `* (1 + scale) + shift` ((B, 1, D) each, adaLN)
-        when given; one fused pass (ops.rms_norm_modulate)."""
-        return rms_norm_modulate(x, self.weight, scale, shift, self.eps)
+        when given, of x's tokens in the order `rows` when given; one fused pass (ops.rms_norm_modulate)."""
+        return rms_norm_modulate(x, self.weight, scale, shift, self.eps, rows)
 
 
 class PatchEmbed(nn.Module):

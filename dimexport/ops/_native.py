@@ -24,7 +24,7 @@ from ..libraries import (SCAN_ENV, SCAN_FILE, TORCH_OPS_ENV, TORCH_OPS_FILE, exp
                          torch_ops_library_path)
 from ..errors import EnvironmentProblem
 
-ABI_VERSION = 7
+ABI_VERSION = 8
 _BUILD_HINT = (
     "reinstall dimexport from its checkout (`pip install -e .` builds it), or set "
     f"{SCAN_ENV} to a {SCAN_FILE} built from the same source"

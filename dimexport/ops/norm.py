@@ -16,13 +16,13 @@ from torch import Tensor
 
 from ..errors import InputError
 from .recompute import register_recomputed_autograd
-from .selective_scan import IO_DTYPES, check_one_device
+from .selective_scan import IO_DTYPES, check_one_device, check_row_index
 
 OP_NAME = "dimexport::rms_norm_modulate"
 
 
 def check_norm_inputs(x: Tensor, weight: Tensor, scale: Optional[Tensor], shift: Optional[Tensor],
-                      eps: float) -> None:
+                      eps: float, rows: Optional[Tensor] = None) -> None:
     """Raise InputError naming the offending argument, its shape/dtype and what was expected."""
     if x.dim() != 3:
         raise InputError(f"rms_norm_modulate: x must be (batch, tokens, dim), got shape {tuple(x.shape)}")
@@ -41,14 +41,16 @@ def check_norm_inputs(x: Tensor, weight: Tensor, scale: Optional[Tensor], shift:
             raise InputError(f"rms_norm_modulate: {name} has dtype {t.dtype}; it must match weight ({weight.dtype})")
     if not eps >= 0:
         raise InputError(f"rms_norm_modulate: eps must be >= 0, got {eps}")
-    check_one_device("rms_norm_modulate", x, weight, scale, shift)
+    check_row_index("rms_norm_modulate", rows, x.shape[1])
+    check_one_device("rms_norm_modulate", x, weight, scale, shift, rows)
 
 
 def rms_norm_modulate_reference(x: Tensor, weight: Tensor, scale: Optional[Tensor] = None,
-                                shift: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
+                                shift: Optional[Tensor] = None, eps: float = 1e-5,
+                                rows: Optional[Tensor] = None) -> Tensor:
     """RMSNorm as the official code computes it (statistics in fp32, output in the weight's dtype), then
-    `* (1 + scale) + shift` in that dtype."""
-    x32 = x.float()
+    `* (1 + scale) + shift` in that dtype; with `rows`, of x's tokens in that order (x.index_select(1, rows))."""
+    x32 = (x if rows is None else x.index_select(1, rows)).float()
     y = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps) * weight.float()).to(weight.dtype)
     if scale is not None:
         y = y * (1 + scale)
@@ -58,20 +60,21 @@ def rms_norm_modulate_reference(x: Tensor, weight: Tensor, scale: Optional[Tenso
 
 
 def reference_kernel(x: Tensor, weight: Tensor, scale: Optional[Tensor] = None, shift: Optional[Tensor] = None,
-                      eps: float = 1e-5) -> Tensor:
+                      eps: float = 1e-5, rows: Optional[Tensor] = None) -> Tensor:
     """The op's body: checks, then the reference. RMSNorm of x (B, L, D) with weight (D,), then
-    `* (1 + scale) + shift` (each (B, 1, D) or None), contiguous (B, L, D) in the weight's dtype; the C++ operator's
-    kernels replace it on the CPU and the GPU when they load."""
-    check_norm_inputs(x, weight, scale, shift, eps)
-    return rms_norm_modulate_reference(x, weight, scale, shift, eps).contiguous()  # the fake's and kernels' layout
+    `* (1 + scale) + shift` (each (B, 1, D) or None), contiguous (B, L, D) in the weight's dtype; `rows` (L,) int64
+    reorders the tokens first (output token l normalises x's token rows[l]: DiM's scan order, gathered by the kernel
+    instead of by a copy). The C++ operator's kernels replace it on the CPU and the GPU when they load."""
+    check_norm_inputs(x, weight, scale, shift, eps, rows)
+    return rms_norm_modulate_reference(x, weight, scale, shift, eps, rows).contiguous()  # the kernels' layout
 
 
 rms_norm_modulate = torch.library.custom_op(OP_NAME, reference_kernel, mutates_args=())
 
 
 @rms_norm_modulate.register_fake
-def _(x, weight, scale=None, shift=None, eps=1e-5):
-    check_norm_inputs(x, weight, scale, shift, eps)
+def _(x, weight, scale=None, shift=None, eps=1e-5, rows=None):
+    check_norm_inputs(x, weight, scale, shift, eps, rows)
     return torch.empty(x.shape, dtype=weight.dtype, device=x.device)
 
 

@@ -33,6 +33,15 @@ def check_one_device(op: str, *tensors: Optional[Tensor]) -> None:
         raise InputError(f"{op}: all inputs must be on one device, got {sorted(map(str, devices))}")
 
 
+def check_row_index(op: str, rows: Optional[Tensor], tokens: int) -> None:
+    """Raise InputError unless rows is None or an int64 (tokens,) index, as the norm's and the residual's checks (and
+    the C++ operator's) word it. Its values are not checked (that would synchronise): the kernels give NaN rows for
+    an index outside 0..tokens-1, the reference raises."""
+    if rows is not None and (rows.dtype != torch.int64 or tuple(rows.shape) != (tokens,)):
+        raise InputError(f"{op}: rows must be an int64 index of shape ({tokens},), got {rows.dtype} of shape "
+                         f"{tuple(rows.shape)}")
+
+
 def token_major(x: Tensor) -> bool:
     """True when x's channels (dim 1 of (batch, dim, seqlen)) are contiguous: the slice of in_proj's (B, L, 2D)
     output the Mamba mixer hands over, and everything computed from it in that layout."""

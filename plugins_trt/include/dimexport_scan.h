@@ -31,7 +31,8 @@
  *
  * RMSNorm + modulation and the gated residual (ABI version 7): dimex_rms_norm_modulate_fwd / _cpu normalise each
  * token and apply DiM's adaLN modulation in one pass, dimex_gated_residual_fwd / _cpu add a block's gated output to
- * the residual stream (for the PyTorch op only, like the conv).
+ * the residual stream (for the PyTorch op only, like the conv). ABI version 8 lets both read their rows through an
+ * index (DiM's per-layer scan order, gathered by the kernels instead of by a copy of the residual stream).
  */
 #ifndef DIMEXPORT_SCAN_H
 #define DIMEXPORT_SCAN_H
@@ -48,7 +49,7 @@ typedef struct CUstream_st* cudaStream_t;
 extern "C" {
 #endif
 
-#define DIMEX_SCAN_ABI_VERSION 7
+#define DIMEX_SCAN_ABI_VERSION 8
 
 typedef enum { DIMEX_FLOAT32 = 0, DIMEX_FLOAT16 = 1, DIMEX_BFLOAT16 = 2 } dimex_dtype;
 
@@ -146,15 +147,18 @@ int dimex_causal_conv1d_silu_fwd(const dimex_conv_params* params, cudaStream_t s
 /* The same on host memory with `num_threads` OpenMP threads (0: OpenMP's default); the same bits for any count. */
 int dimex_causal_conv1d_silu_fwd_cpu(const dimex_conv_params* params, int num_threads);
 
-/* RMSNorm with a weight, then the adaLN modulation (ABI version 7), per row r = (b, l) of D channels:
- *   ms  = (sum_c x[r,c]^2) / D          (fp32; the sum in a fixed order: lane j of 32 adds the quads of channels
- *                                        4j..4j+3, 4j+128..4j+131, ... in turn, then the 32 partial sums are
- *                                        combined by an xor butterfly)
- *   y   = x[r,c] * (1 / sqrt(ms + eps)) * weight[c]
+/* RMSNorm with a weight, then the adaLN modulation (ABI version 7; x_rows: 8), per row r = (b, l) of D channels,
+ * reading x's row xr = x_rows[l] (x_rows NULL: xr = l):
+ *   ms  = (sum_c x[b,xr,c]^2) / D       (fp32; the sum in a fixed order: lane j of 32 adds the quads of channels
+ *                                        4j..4j+3, 4j+128..4j+131, ... in turn, then the 32 partial sums are combined
+ *                                        by an xor butterfly)
+ *   y   = x[b,xr,c] * (1 / sqrt(ms + eps)) * weight[c]
  *   out = y * (1 + scale[b,c]) + shift[b,c]     (only when scale / shift are given)
  * x is fp32, fp16 or bf16 (x_dtype); weight, scale, shift and out share out_dtype. x is (batch, rows, D) and out
- * (batch, rows, D), both by element strides; weight (D,) contiguous; scale and shift (batch, D) by strides, or NULL.
- * Rounded once, from fp32, to out_dtype; the CPU and the GPU give the same bits. */
+ * (batch, rows, D), both by element strides; weight (D,) contiguous; scale and shift (batch, D) by strides, or NULL;
+ * x_rows (rows,) int64 in device (or, for _cpu, host) memory, or NULL; an index outside 0..rows-1 gives a row of
+ * NaN (and no read outside x). out must not overlap x. Rounded once, from fp32, to out_dtype; the CPU and the GPU give
+ * the same bits. */
 typedef struct {
   int64_t batch, rows, dim;
   dimex_dtype x_dtype, out_dtype;
@@ -164,15 +168,18 @@ typedef struct {
   const void* scale;   int64_t scale_stride[2];
   const void* shift;   int64_t shift_stride[2];
   void* out;           int64_t out_stride[3];
+  const int64_t* x_rows;
 } dimex_norm_params;
 
 int dimex_rms_norm_modulate_fwd(const dimex_norm_params* params, cudaStream_t stream);
 int dimex_rms_norm_modulate_fwd_cpu(const dimex_norm_params* params, int num_threads);
 
-/* DiM's gated residual (ABI version 7), per batch b, token l, channel c:
- *   out[b,l,c] = residual[b,l,c] + (1 + gate[b,c]) * y[b,l,c]        (fp32 math, rounded once to res_dtype)
+/* DiM's gated residual (ABI version 7; residual_rows: 8), per batch b, token l, channel c, with the residual's row
+ * rr = residual_rows[l] (residual_rows NULL: rr = l):
+ *   out[b,l,c] = residual[b,rr,c] + (1 + gate[b,c]) * y[b,l,c]       (fp32 math, rounded once to res_dtype)
  * or, with gate NULL, residual + y (DiS's residual add). residual and out share res_dtype, y and gate share y_dtype;
- * all (batch, rows, dim) by element strides, gate (batch, dim). out may be residual itself (in place). */
+ * all (batch, rows, dim) by element strides, gate (batch, dim); residual_rows (rows,) int64 as the norm's x_rows (an
+ * index outside 0..rows-1 gives a row of NaN). out may be residual itself (in place) when residual_rows is NULL. */
 typedef struct {
   int64_t batch, rows, dim;
   dimex_dtype res_dtype, y_dtype;
@@ -180,6 +187,7 @@ typedef struct {
   const void* y;        int64_t y_stride[3];
   const void* gate;     int64_t gate_stride[2];
   void* out;            int64_t out_stride[3];
+  const int64_t* residual_rows;
 } dimex_residual_params;
 
 int dimex_gated_residual_fwd(const dimex_residual_params* params, cudaStream_t stream);

@@ -2,7 +2,8 @@
 // include/dimexport_scan.h). The norm: one warp per row, each lane on quads of 4 channels (one vector load each), the
 // row read twice (sum of squares, then the output; the second read hits L1/L2 for DiM's 1536-channel rows), written
 // once. The residual: one CTA per row, threads along the channels. Memory-bound: the floor is reading the inputs and
-// writing the output once (issue "Whole-denoiser speed" §2).
+// writing the output once (issue "Whole-denoiser speed" §2). Loading a batch of elements ahead of their stores measured
+// slower for both (KERNEL_NOTES: third measurement).
 #include <cuda_runtime.h>
 
 #include "dtype_dispatch.h"
@@ -17,38 +18,43 @@ constexpr int kWarps = 4;  // rows per CTA
 
 template <dimex_dtype XT, dimex_dtype OT>
 __global__ void __launch_bounds__(kWarps * 32) norm_kernel(dimex_norm_params p) {
-  using X = typename Io<XT>::T;
-  using O = typename Io<OT>::T;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (r >= p.batch * p.rows) return;
-  const int64_t b = r / p.rows, l = r - b * p.rows;
+  const int64_t b = r / p.rows;
+  const NormRow<XT, OT> row(p, b, r - b * p.rows);
   const int lane = threadIdx.x % 32;
-  const X* x = static_cast<const X*>(p.x) + b * p.x_stride[0] + l * p.x_stride[1];
-  O* out = static_cast<O*>(p.out) + b * p.out_stride[0] + l * p.out_stride[1];
-  float acc = partial_sum_sq<XT>(x, p.x_stride[2], p.dim, lane);
+  float acc = partial_sum_sq<XT>(row.x, row.xs, p.dim, lane);
 #pragma unroll
   for (int off = 16; off >= 1; off /= 2) acc = add_rn(acc, __shfl_xor_sync(0xffffffffu, acc, off));
-  const float inv = inv_rms(acc, p.dim, p.eps);
+  const float inv = inv_rms(acc, p.dim, p.eps, row.valid);
 #pragma unroll 4
   for (int64_t c0 = kNormQuad * lane; c0 < p.dim; c0 += kNormQuad * 32) {
     float v[kNormQuad];
-    load_quad<XT>(x, p.x_stride[2], p.dim, c0, v);
+    load_quad<XT>(row.x, row.xs, p.dim, c0, v);
 #pragma unroll
-    for (int e = 0; e < kNormQuad; ++e)
-      if (c0 + e < p.dim) out[(c0 + e) * p.out_stride[2]] = Io<OT>::store(modulate_at<OT>(p, b, c0 + e, v[e], inv));
+    for (int e = 0; e < kNormQuad; ++e) {
+      if (c0 + e >= p.dim) continue;
+      float m[3];
+      row.modulation(c0 + e, m);
+      row.store(c0 + e, v[e], inv, m);
+    }
   }
 }
 
 constexpr int kResidualThreads = 128;
 
-// One CTA per (b, l) row, its threads along the channels: the row's offsets are formed once (no per-element 64-bit
-// division), and a warp's loads and stores of a channels-contiguous row are contiguous.
+// One CTA per (b, l) row, its threads along the channels: the row located once (no per-element 64-bit division), a
+// warp's loads and stores of a channels-contiguous row contiguous.
 template <dimex_dtype RT, dimex_dtype YT>
 __global__ void __launch_bounds__(kResidualThreads) residual_kernel(dimex_residual_params p) {
-  const int64_t row = blockIdx.x;
-  const int64_t b = row / p.rows, l = row - b * p.rows;
+  const int64_t b = blockIdx.x / p.rows;
+  const ResidualRow<RT, YT> row(p, b, blockIdx.x - b * p.rows);
 #pragma unroll 4
-  for (int64_t c = threadIdx.x; c < p.dim; c += kResidualThreads) gated_residual_at<RT, YT>(p, b, l, c);
+  for (int64_t c = threadIdx.x; c < p.dim; c += kResidualThreads) {
+    float v[3];
+    row.load(c, v);
+    row.store(c, v);
+  }
 }
 
 }  // namespace

@@ -58,24 +58,49 @@ DIMEX_HD float partial_sum_sq(const typename Io<XT>::T* row, int64_t sc, int64_t
   return acc;
 }
 
-// 1 / sqrt(mean + eps) with IEEE square root and division (no rsqrt approximation): the same on both devices.
-DIMEX_HD float inv_rms(float sum_sq, int64_t dim, float eps) {
-  return 1.0f / sqrtf(add_rn(sum_sq / static_cast<float>(dim), eps));
+// 1 / sqrt(mean + eps) with IEEE square root and division (no rsqrt approximation): the same on both devices; NaN for
+// a row that is not valid (NormRow::valid), which makes all its outputs NaN.
+DIMEX_HD float inv_rms(float sum_sq, int64_t dim, float eps, bool valid) {
+  return valid ? 1.0f / sqrtf(add_rn(sum_sq / static_cast<float>(dim), eps)) : NAN;
 }
 
-// Output channel c of batch b's row from its input value x and the row's inverse RMS: x * inv * weight, then the
-// modulation when given.
-template <dimex_dtype OT>
-DIMEX_HD float modulate_at(const dimex_norm_params& p, int64_t b, int64_t c, float x, float inv) {
+// One row (b, l) of the norm: its input, modulation and output located once, so that the kernels only add channel
+// offsets; the row index (x_rows) is applied here.
+template <dimex_dtype XT, dimex_dtype OT>
+struct NormRow {
+  using X = typename Io<XT>::T;
   using O = typename Io<OT>::T;
-  float y = mul_rn(mul_rn(x, inv), Io<OT>::load(static_cast<const O*>(p.weight)[c]));
-  if (p.scale)
-    y = mul_rn(y, add_rn(1.0f, Io<OT>::load(static_cast<const O*>(p.scale)[b * p.scale_stride[0] +
-                                                                          c * p.scale_stride[1]])));
-  if (p.shift)
-    y = add_rn(y, Io<OT>::load(static_cast<const O*>(p.shift)[b * p.shift_stride[0] + c * p.shift_stride[1]]));
-  return y;
-}
+  bool valid;  // false for an x_rows index out of range: the row reads row l and comes out NaN
+  const X* x;
+  const O *weight, *scale, *shift;
+  O* out;
+  int64_t xs, ss, hs, os;  // channel strides
+
+  DIMEX_HD NormRow(const dimex_norm_params& p, int64_t b, int64_t l)
+      : valid(!p.x_rows || (p.x_rows[l] >= 0 && p.x_rows[l] < p.rows)),
+        x(static_cast<const X*>(p.x) + b * p.x_stride[0] + (valid && p.x_rows ? p.x_rows[l] : l) * p.x_stride[1]),
+        weight(static_cast<const O*>(p.weight)),
+        scale(p.scale ? static_cast<const O*>(p.scale) + b * p.scale_stride[0] : nullptr),
+        shift(p.shift ? static_cast<const O*>(p.shift) + b * p.shift_stride[0] : nullptr),
+        out(static_cast<O*>(p.out) + b * p.out_stride[0] + l * p.out_stride[1]),
+        xs(p.x_stride[2]), ss(p.scale_stride[1]), hs(p.shift_stride[1]), os(p.out_stride[2]) {}
+
+  // Channel c's modulation as fp32: m[0] = weight, m[1] = 1 + scale, m[2] = shift (the last two when given).
+  DIMEX_HD void modulation(int64_t c, float (&m)[3]) const {
+    m[0] = Io<OT>::load(weight[c]);
+    m[1] = scale ? add_rn(1.0f, Io<OT>::load(scale[c * ss])) : 1.0f;
+    m[2] = shift ? Io<OT>::load(shift[c * hs]) : 0.0f;
+  }
+
+  // Stores channel c from its input value x, the row's inverse RMS and its modulation: x * inv * weight, then the
+  // modulation when given.
+  DIMEX_HD void store(int64_t c, float xv, float inv, const float (&m)[3]) const {
+    float y = mul_rn(mul_rn(xv, inv), m[0]);
+    if (scale) y = mul_rn(y, m[1]);
+    if (shift) y = add_rn(y, m[2]);
+    out[c * os] = Io<OT>::store(y);
+  }
+};
 
 inline int check_residual_params(const dimex_residual_params* p) {
   if (p == nullptr || !p->residual || !p->y || !p->out) return DIMEX_ERR_INVALID_ARGUMENT;
@@ -89,18 +114,36 @@ DIMEX_HD float gated_residual(float residual, float gate, float y) {
   return add_rn(residual, mul_rn(add_rn(1.0f, gate), y));
 }
 
-// Element (b, l, c) of the gated residual.
+// One row (b, l) of the gated residual, located once (as NormRow, residual_rows applied here).
 template <dimex_dtype RT, dimex_dtype YT>
-DIMEX_HD void gated_residual_at(const dimex_residual_params& p, int64_t b, int64_t l, int64_t c) {
+struct ResidualRow {
   using R = typename Io<RT>::T;
   using Y = typename Io<YT>::T;
-  const float r = Io<RT>::load(static_cast<const R*>(p.residual)[b * p.residual_stride[0] + l * p.residual_stride[1] +
-                                                                 c * p.residual_stride[2]]);
-  const float y = Io<YT>::load(static_cast<const Y*>(p.y)[b * p.y_stride[0] + l * p.y_stride[1] + c * p.y_stride[2]]);
-  const float g = p.gate ? Io<YT>::load(static_cast<const Y*>(p.gate)[b * p.gate_stride[0] + c * p.gate_stride[1]])
-                         : 0.0f;
-  static_cast<R*>(p.out)[b * p.out_stride[0] + l * p.out_stride[1] + c * p.out_stride[2]] =
-      Io<RT>::store(gated_residual(r, g, y));
-}
+  bool valid;  // false for a residual_rows index out of range: the row reads row l and comes out NaN
+  const R* residual;
+  const Y *y, *gate;
+  R* out;
+  int64_t rs, ys, gs, os;  // channel strides
+
+  DIMEX_HD ResidualRow(const dimex_residual_params& p, int64_t b, int64_t l)
+      : valid(!p.residual_rows || (p.residual_rows[l] >= 0 && p.residual_rows[l] < p.rows)),
+        residual(static_cast<const R*>(p.residual) + b * p.residual_stride[0] +
+                 (valid && p.residual_rows ? p.residual_rows[l] : l) * p.residual_stride[1]),
+        y(static_cast<const Y*>(p.y) + b * p.y_stride[0] + l * p.y_stride[1]),
+        gate(p.gate ? static_cast<const Y*>(p.gate) + b * p.gate_stride[0] : nullptr),
+        out(static_cast<R*>(p.out) + b * p.out_stride[0] + l * p.out_stride[1]),
+        rs(p.residual_stride[2]), ys(p.y_stride[2]), gs(p.gate_stride[1]), os(p.out_stride[2]) {}
+
+  // Channel c's inputs as fp32: v[0] = residual, v[1] = gate (0 without), v[2] = y.
+  DIMEX_HD void load(int64_t c, float (&v)[3]) const {
+    v[0] = valid ? Io<RT>::load(residual[c * rs]) : NAN;
+    v[1] = gate ? Io<YT>::load(gate[c * gs]) : 0.0f;
+    v[2] = Io<YT>::load(y[c * ys]);
+  }
+
+  DIMEX_HD void store(int64_t c, const float (&v)[3]) const {
+    out[c * os] = Io<RT>::store(gated_residual(v[0], v[1], v[2]));
+  }
+};
 
 }  // namespace dimex

@@ -15,21 +15,21 @@ using RowFn = void (*)(const dimex_norm_params&, int64_t);
 
 template <dimex_dtype XT, dimex_dtype OT>
 DIMEX_HD void norm_row(const dimex_norm_params& p, int64_t r) {
-  using X = typename Io<XT>::T;
-  using O = typename Io<OT>::T;
   const int64_t b = r / p.rows, l = r - b * p.rows;
-  const X* x = static_cast<const X*>(p.x) + b * p.x_stride[0] + l * p.x_stride[1];
-  O* out = static_cast<O*>(p.out) + b * p.out_stride[0] + l * p.out_stride[1];
+  const NormRow<XT, OT> row(p, b, l);
   float part[kNormLanes];
-  for (int lane = 0; lane < kNormLanes; ++lane) part[lane] = partial_sum_sq<XT>(x, p.x_stride[2], p.dim, lane);
+  for (int lane = 0; lane < kNormLanes; ++lane) part[lane] = partial_sum_sq<XT>(row.x, row.xs, p.dim, lane);
   for (int off = kNormLanes / 2; off >= 1; off /= 2) {
     float next[kNormLanes];
     for (int lane = 0; lane < kNormLanes; ++lane) next[lane] = add_rn(part[lane], part[lane ^ off]);
     for (int lane = 0; lane < kNormLanes; ++lane) part[lane] = next[lane];
   }
-  const float inv = inv_rms(part[0], p.dim, p.eps);
-  for (int64_t c = 0; c < p.dim; ++c)
-    out[c * p.out_stride[2]] = Io<OT>::store(modulate_at<OT>(p, b, c, Io<XT>::load(x[c * p.x_stride[2]]), inv));
+  const float inv = inv_rms(part[0], p.dim, p.eps, row.valid);
+  for (int64_t c = 0; c < p.dim; ++c) {
+    float m[3];
+    row.modulation(c, m);
+    row.store(c, Io<XT>::load(row.x[c * row.xs]), inv, m);
+  }
 }
 
 template <dimex_dtype XT, dimex_dtype OT>
@@ -59,7 +59,12 @@ DIMEX_EXPORT int dimex_gated_residual_fwd_cpu(const dimex_residual_params* p, in
     with_dtype(p->y_dtype, [&](auto yt) {
       parallel_items(p->batch * p->rows, num_threads, [&](int64_t r) {
         const int64_t b = r / p->rows, l = r - b * p->rows;
-        for (int64_t c = 0; c < p->dim; ++c) gated_residual_at<decltype(rt)::value, decltype(yt)::value>(*p, b, l, c);
+        const ResidualRow<decltype(rt)::value, decltype(yt)::value> row(*p, b, l);
+        for (int64_t c = 0; c < p->dim; ++c) {
+          float v[3];
+          row.load(c, v);
+          row.store(c, v);
+        }
       });
     });
   });

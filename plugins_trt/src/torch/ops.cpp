@@ -325,9 +325,17 @@ Tensor conv_silu(const Tensor& x, const Tensor& weight_in, const OptTensor& bias
   return out;
 }
 
+// check_row_index() of dimexport/ops/selective_scan.py: rows is None or an int64 (tokens,) index.
+void check_row_index(const char* op, const OptTensor& rows, int64_t tokens) {
+  if (!rows.has_value()) return;
+  TORCH_CHECK_VALUE(rows->scalar_type() == at::kLong && rows->dim() == 1 && rows->size(0) == tokens, op,
+                    ": rows must be an int64 index of shape (", tokens, ",), got ", dtype_str(rows->scalar_type()),
+                    " of shape ", shape_str(rows->sizes()));
+}
+
 // check_norm_inputs() of dimexport/ops/norm.py, the same conditions in the same order and the same words.
 void check_norm_inputs(const Tensor& x, const Tensor& weight, const OptTensor& scale, const OptTensor& shift,
-                       double eps) {
+                       double eps, const OptTensor& rows) {
   TORCH_CHECK_VALUE(x.dim() == 3, "rms_norm_modulate: x must be (batch, tokens, dim), got shape ",
                     shape_str(x.sizes()));
   const int64_t batch = x.size(0), dim = x.size(2);
@@ -345,15 +353,17 @@ void check_norm_inputs(const Tensor& x, const Tensor& weight, const OptTensor& s
                       dtype_str((*t)->scalar_type()), "; it must match weight (", dtype_str(weight.scalar_type()), ")");
   }
   TORCH_CHECK_VALUE(eps >= 0, "rms_norm_modulate: eps must be >= 0, got ", py_float(eps));
-  const std::string devices = device_list({&x, &weight, opt(scale), opt(shift)});
+  check_row_index("rms_norm_modulate", rows, x.size(1));
+  const std::string devices = device_list({&x, &weight, opt(scale), opt(shift), opt(rows)});
   TORCH_CHECK_VALUE(devices.empty(), "rms_norm_modulate: all inputs must be on one device, got ", devices);
 }
 
 Tensor norm_modulate(const Tensor& x, const Tensor& weight_in, const OptTensor& scale, const OptTensor& shift,
-                     double eps) {
+                     double eps, const OptTensor& rows_in) {
   check_library_abi();
-  check_norm_inputs(x, weight_in, scale, shift, eps);
+  check_norm_inputs(x, weight_in, scale, shift, eps, rows_in);
   const Tensor weight = weight_in.contiguous();
+  const OptTensor rows = rows_in.has_value() ? OptTensor(rows_in->contiguous()) : OptTensor();
   Tensor out = at::empty(x.sizes(), x.options().dtype(weight.scalar_type()));
   if (out.numel() == 0) return out;
   dimex_norm_params p{};
@@ -370,13 +380,14 @@ Tensor norm_modulate(const Tensor& x, const Tensor& weight_in, const OptTensor& 
   set_broadcast(shift, &p.shift, p.shift_stride);
   p.out = out.data_ptr();
   copy_strides(out, p.out_stride);
+  p.x_rows = rows.has_value() ? rows->data_ptr<int64_t>() : nullptr;
   run_kernel(x, p, dimex_rms_norm_modulate_fwd_cpu, "dimex_rms_norm_modulate_fwd_cpu", dimex_rms_norm_modulate_fwd,
              "dimex_rms_norm_modulate_fwd");
   return out;
 }
 
 // check_residual_inputs() of dimexport/ops/residual.py, the same conditions in the same order and the same words.
-void check_residual_inputs(const Tensor& residual, const Tensor& y, const OptTensor& gate) {
+void check_residual_inputs(const Tensor& residual, const Tensor& y, const OptTensor& gate, const OptTensor& rows) {
   TORCH_CHECK_VALUE(residual.dim() == 3, "gated_residual: residual must be (batch, tokens, dim), got shape ",
                     shape_str(residual.sizes()));
   for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"residual", &residual}, {"y", &y}})
@@ -391,13 +402,15 @@ void check_residual_inputs(const Tensor& residual, const Tensor& y, const OptTen
     TORCH_CHECK_VALUE(gate->scalar_type() == y.scalar_type(), "gated_residual: gate has dtype ",
                       dtype_str(gate->scalar_type()), "; it must match y (", dtype_str(y.scalar_type()), ")");
   }
-  const std::string devices = device_list({&residual, &y, opt(gate)});
+  check_row_index("gated_residual", rows, residual.size(1));
+  const std::string devices = device_list({&residual, &y, opt(gate), opt(rows)});
   TORCH_CHECK_VALUE(devices.empty(), "gated_residual: all inputs must be on one device, got ", devices);
 }
 
-Tensor residual_op(const Tensor& residual, const Tensor& y, const OptTensor& gate) {
+Tensor residual_op(const Tensor& residual, const Tensor& y, const OptTensor& gate, const OptTensor& rows_in) {
   check_library_abi();
-  check_residual_inputs(residual, y, gate);
+  check_residual_inputs(residual, y, gate, rows_in);
+  const OptTensor rows = rows_in.has_value() ? OptTensor(rows_in->contiguous()) : OptTensor();
   Tensor out = at::empty(residual.sizes(), residual.options());
   if (out.numel() == 0) return out;
   dimex_residual_params p{};
@@ -413,6 +426,7 @@ Tensor residual_op(const Tensor& residual, const Tensor& y, const OptTensor& gat
   set_broadcast(gate, &p.gate, p.gate_stride);
   p.out = out.data_ptr();
   copy_strides(out, p.out_stride);
+  p.residual_rows = rows.has_value() ? rows->data_ptr<int64_t>() : nullptr;
   run_kernel(residual, p, dimex_gated_residual_fwd_cpu, "dimex_gated_residual_fwd_cpu", dimex_gated_residual_fwd,
              "dimex_gated_residual_fwd");
   return out;
