@@ -27,7 +27,10 @@ __global__ void __launch_bounds__(kWarps * 32) norm_kernel(dimex_norm_params p) 
 #pragma unroll
   for (int off = 16; off >= 1; off /= 2) acc = add_rn(acc, __shfl_xor_sync(0xffffffffu, acc, off));
   const float inv = inv_rms(acc, p.dim, p.eps, row.valid);
-#pragma unroll 4
+  // Not unrolled: by 4 this loop took the kernel to 164-168 registers (ptxas -v; 3 CTAs of 4 rows per SM, two waves of
+  // rows at dim-h batch 8), without it 70-72 (7 CTAs per SM). Its loads cannot move above the previous quad's stores
+  // anyway (out may alias them as far as the compiler knows).
+#pragma unroll 1
   for (int64_t c0 = kNormQuad * lane; c0 < p.dim; c0 += kNormQuad * 32) {
     float v[kNormQuad];
     load_quad<XT>(row.x, row.xs, p.dim, c0, v);
