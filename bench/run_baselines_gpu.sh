@@ -5,6 +5,7 @@
 #   bash bench/run_baselines_gpu.sh build,tests,w2s            # starts the mamba-ssm build, then GPU work meanwhile
 #   bash bench/run_baselines_gpu.sh eager,scanbwd,profile,vae,fused  # the baselines (waits for / redoes the build)
 #   bash bench/run_baselines_gpu.sh bench                      # dimexport bench with both baselines
+#   bash bench/run_baselines_gpu.sh build,bench                # one call: the build, then the bench in what is left
 # mamba-ssm and causal-conv1d sdists (patched to compile sm_90 only) are carried in .whl/, diffusers in .whl_bench/;
 # builds land in .dev/ (ignored, kept on a warm machine between calls). Results: $OUT/results_<modes>.tgz (the device
 # returns at most 8 files).
@@ -14,6 +15,9 @@ FINAL="${OUT:-$PWD/out}"
 OUT="$PWD/.dev/res"
 rm -rf "$OUT"; mkdir -p "$OUT" "$FINAL"
 MODE="${1:-build}"
+LIMIT="${LIMIT:-585}"  # seconds this call may take (the device's limit is 600)
+t0=$(date +%s)
+left() { echo $(( LIMIT - ($(date +%s) - t0) )); }
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -o 'H[0-9]\+' | head -1 | tr 'H' 'h')  # h100 / h200
 want() { [[ ",$MODE," == *",$1,"* ]]; }
 status=0
@@ -100,12 +104,14 @@ if want scanbwd; then
     --md "$OUT/scan_bwd_${GPU:-gpu}.md" 2>"$OUT/bench_bwd.log" | tail -30 || status=1
   tail -3 "$OUT/bench_bwd.log"
 fi
-if want bench; then
+if want bench; then  # 256² at batch 1 and 8 with the 50-step sample, 512² at batch 8, each in the time left
   for r in ${BENCH_RES:-256 512}; do
-    timeout 200 python3 -m dimexport.cli bench --model dim-h --resolution "$r" --batch 1,8 --dtype fp16 \
-      --backends eager,graph --baselines official,dit $([ "$r" = 256 ] && echo --steps 50) --json -o "$OUT/bench_$r" >"$OUT/bench_$r.json" \
-      2>"$OUT/bench_$r.log" || status=1
+    [ "$(left)" -gt 30 ] || { echo "bench $r: no time left"; status=1; continue; }
+    timeout $(( $(left) < 200 ? $(left) - 5 : 200 )) python3 -m dimexport.cli bench --model dim-h --resolution "$r" \
+      --batch $([ "$r" = 256 ] && echo 1,8 || echo 8) --dtype fp16 --backends eager,graph --baselines official,dit \
+      $([ "$r" = 256 ] && echo --steps 50) --json -o "$OUT/bench_$r" >"$OUT/bench_$r.json" 2>"$OUT/bench_$r.log" || status=1
     tail -3 "$OUT/bench_$r.log"
+    python3 -c "import json; d=json.load(open('$OUT/bench_$r.json')); print([(r['name'], r['batch'], round(r['p50'], 2)) for r in d['rows'] if not r['skipped']])" 2>&1
   done
 fi
 tar czf "$FINAL/results_${MODE//,/_}.tgz" -C "$OUT" .
