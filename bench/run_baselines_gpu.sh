@@ -37,10 +37,8 @@ build_mamba() {  # both sdists in parallel, then one marker; logs in .dev/
 }
 mamba_ready() { python3 -c 'import selective_scan_cuda, causal_conv1d, mamba_ssm' 2>/dev/null; }
 
-build_lib() {
-  (cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 $(python3 -m dimexport.native_build_args) >/dev/null && cmake --build build -j 4 >/dev/null &&
-    cmake --install build --prefix . >/dev/null) 2>&1 | tail -5 | tee -a "$OUT/env.txt"
-}
+source bench/build_native.sh
+build_lib() { build_native . 4 | tee -a "$OUT/env.txt"; }
 if want build; then
   rm -f .dev/mamba.done .dev/mamba.ok
   build_mamba &

@@ -37,12 +37,9 @@ fi
   python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
 } 2>&1 | tee "$R/env.txt"
 
-build() {  # $1: source tree; its library lands in $1/dimexport/lib
-  (cd "$1" && cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 $(PYTHONPATH=. python3 -m dimexport.native_build_args) \
-     >/dev/null && cmake --build build -j 16 >/dev/null && cmake --install build --prefix . >/dev/null) 2>&1 | tail -5
-}
-build . >"$R/build.log" &
-[ -d .base ] && build .base >"$R/build_base.log" &
+source bench/build_native.sh
+build_native . >"$R/build.log" &
+[ -d .base ] && build_native .base >"$R/build_base.log" &
 wait
 cat "$R"/build*.log
 log "built ($( [ -d .base ] && echo "this tree and .base" || echo "this tree; no .base: no baseline rows"))"

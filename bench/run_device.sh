@@ -34,8 +34,9 @@ if [ -n "$SCAN_LIB" ]; then
 fi
 if ! python3 -c 'from dimexport.ops import _native; _native.load()' 2>/dev/null; then
   echo "building libdimexport_scan.so for sm_90" | tee -a "$OUT/env.txt"
-  cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null && cmake --build build -j && cmake --install build --prefix . \
-    2>&1 | tail -3 | tee -a "$OUT/env.txt" || exit 1
+  source bench/build_native.sh
+  build_native . | tee -a "$OUT/env.txt"
+  python3 -c 'from dimexport.ops import _native; _native.load()' || exit 1
 fi
 
 status=0

@@ -10,9 +10,9 @@ mkdir -p "$OUT"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
 } 2>&1 | tee "$OUT/env.txt"
-(cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null && cmake --build build -j 16 >/dev/null &&
-  cmake --install build --prefix . >/dev/null) 2>&1 | tail -5 | tee -a "$OUT/env.txt"
-python3 -c 'from dimexport.ops import _native; print("native scan:", _native.available())' 2>&1 | tee -a "$OUT/env.txt"
+source bench/build_native.sh
+build_native . | tee -a "$OUT/env.txt"
+python3 -c 'from dimexport.ops import _native; print("native scan:", _native.available(), "C++ op:", _native.torch_ops_problem() or "loaded")' 2>&1 | tee -a "$OUT/env.txt"
 status=0
 timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_denoiser.py tests/test_sample_parity.py \
   2>&1 | tee "$OUT/sample_tests.log" | tail -15 || status=1

@@ -22,9 +22,9 @@ if want bench && ls .whl/mamba_ssm-*.tar.gz .whl/causal_conv1d-*.tar.gz >/dev/nu
      .whl/causal_conv1d-*.tar.gz .whl/mamba_ssm-*.tar.gz >"$OUT/mamba_build.log" 2>&1 && touch /tmp/mamba.ok
    touch /tmp/mamba.done) &
 fi
-(cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null && cmake --build build -j 8 >/dev/null &&
-  cmake --install build --prefix . >/dev/null) 2>&1 | tail -5 | tee -a "$OUT/env.txt"
-python3 -c 'from dimexport.ops import _native; print("native scan:", _native.available())' 2>&1 | tee -a "$OUT/env.txt"
+source bench/build_native.sh
+build_native . 8 | tee -a "$OUT/env.txt"
+python3 -c 'from dimexport.ops import _native; print("native scan:", _native.available(), "C++ op:", _native.torch_ops_problem() or "loaded")' 2>&1 | tee -a "$OUT/env.txt"
 status=0
 if want tests; then
   timeout 300 python3 -m pytest -q -m gpu -n 6 -p no:cacheprovider tests/test_scan_bwd_gpu.py tests/test_scan_op.py \
