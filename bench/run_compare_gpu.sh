@@ -15,6 +15,8 @@
 #   scan      bench/scan.py --token-major on 12 shapes (this tree), also with DIMEX_SCAN_CHANNEL_TILES=0
 #   sweep     bench/scan.py --token-major, lanes per channel and sequence chunks forced, on dim-h's shapes (this tree)
 #   profile   bench/profile_layer.py --batch 1,8 (this tree)
+#   ncu       Nsight Compute (speed of light, memory, occupancy, warp stalls) of one launch of each fused kernel at
+#             dim-h 256² batch 8 and of the scan on dim-h's batch-8 shape (this tree)
 #   bench512  dim-h 512² B=8 graph: this tree (with DiT-XL/2), the base
 # Results: $OUT/results.tgz (every log, JSON and table) and $OUT/summary.txt; the device returns at most 8 files.
 set -o pipefail
@@ -88,6 +90,19 @@ if want profile 90; then
   PYTHONPATH="$PWD" timeout $(( $(left) - 10 )) python3 bench/profile_layer.py --batch 1,8 --dtype fp16 \
     --json "$R/profile.json" --md "$R/profile.md" >"$R/profile.log" 2>&1
   log "profile: $(grep "Whole forward" "$R/profile.md" | tr '\n' ' ')"
+fi
+if want ncu 100; then
+  sections="--section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats"
+  sections="$sections --section WarpStateStats --section SchedulerStats"
+  for k in conv_silu_channels norm_kernel residual_kernel; do
+    PYTHONPATH="$PWD" timeout 60 ncu --clock-control none -k "regex:$k" --launch-skip 2 --launch-count 1 $sections \
+      python3 bench/fused_ops.py --resolutions 256 --batch 8
+  done >"$R/ncu_ops.txt" 2>&1
+  PYTHONPATH="$PWD" timeout 60 ncu --clock-control none -k regex:scan_fwd --launch-skip 2 --launch-count 1 $sections \
+    python3 bench/profile_scan.py --batch 8 --dim 3072 --seqlen 366 >>"$R/ncu_ops.txt" 2>&1
+  log "ncu: $R/ncu_ops.txt"
+  grep -E "Context [0-9]+, Stream|Duration|DRAM Throughput|Compute \(SM\) Throughput|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Issue Slots Busy|Block Limit Registers" \
+    "$R/ncu_ops.txt" | sed -E 's/ +/ /g' | tee -a "$R/summary.txt"
 fi
 if want bench512 80; then
   bench this_512 . --resolution 512 --batch 8 --backends graph $(dit)
