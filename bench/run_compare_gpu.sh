@@ -5,13 +5,15 @@
 #
 # Here, once per base revision (the snapshot and the bench wheels travel as ignored, carried folders):
 #   echo /.base/ >> .git/info/exclude && rm -rf .base && git archive --prefix=.base/ <rev> | tar -x
-# Then, through the device tool (carry [".base", ".whl_bench"]; diffusers' wheels in .whl_bench/ enable the DiT rows):
+# and, to tell two changes apart at the fused ops in the same call, a tree with the first of them alone as .mid (the
+# same way). Then, through the device tool (carry [".base", ".mid", ".whl_bench"]; diffusers' wheels in .whl_bench/
+# enable the DiT rows):
 #   STEPS=tests,bench,fused,scan,profile,bench512 bash bench/run_compare_gpu.sh
 # Steps (in this order, each skipped when too little of LIMIT seconds is left):
 #   tests     pytest -m gpu on this tree ($TESTS, default: the fused ops, the scan op and kernel without its 1000
 #             random configurations, the models)
 #   bench     dimexport bench, dim-h 256² B=1,8 fp16 eager+graph: this tree (with DiT-XL/2), the base
-#   fused     bench/fused_ops.py at 256²: this tree, the base
+#   fused     bench/fused_ops.py at 256²: this tree, .mid where present, the base
 #   scan      bench/scan.py --token-major on 12 shapes (this tree), also with DIMEX_SCAN_CHANNEL_TILES=0
 #   sweep     bench/scan.py --token-major, lanes per channel and sequence chunks forced, on dim-h's shapes (this tree)
 #   profile   bench/profile_layer.py --batch 1,8 (this tree)
@@ -42,6 +44,7 @@ fi
 source bench/build_native.sh
 build_native . >"$R/build.log" &
 [ -d .base ] && build_native .base >"$R/build_base.log" &
+[ -d .mid ] && build_native .mid >"$R/build_mid.log" &
 wait
 cat "$R"/build*.log
 log "built ($( [ -d .base ] && echo "this tree and .base" || echo "this tree; no .base: no baseline rows"))"
@@ -66,9 +69,9 @@ if want bench; then
   [ -d .base ] && bench base_256 .base --resolution 256 --batch 1,8 --backends eager,graph
 fi
 if want fused; then
-  for tree in . .base; do
+  for tree in . .mid .base; do
     [ -d "$tree" ] || continue
-    tag=$( [ "$tree" = . ] && echo this || echo base )
+    tag=$( [ "$tree" = . ] && echo this || echo "${tree#.}" )
     (cd "$tree" && PYTHONPATH=. timeout 60 python3 bench/fused_ops.py --resolutions 256 --json "$R/fused_ops_$tag.json" \
       --md "$R/fused_ops_$tag.md" >"$R/fused_ops_$tag.log" 2>&1)
     log "fused ops ($tag): $R/fused_ops_$tag.md"; grep "^|" "$R/fused_ops_$tag.md"
