@@ -369,4 +369,26 @@ def test_dim_reads_its_scan_orders_through_the_block_ops():
     s = torch.randn(2, order.numel(), net.cfg.hidden, generator=g)
     mod = torch.randn(2, 3 * net.cfg.hidden, generator=g)
     with torch.inference_mode():
-        assert torch.equal(block(s, mod, order), block(s.index_select(1, order), mod))
+        modulation = block.modulation(mod)
+        assert torch.equal(block(s, modulation, order), block(s.index_select(1, order), modulation))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_dim_hands_each_block_its_own_modulation_and_decays_bit_for_bit(device):
+    """DiM computes every block's modulation (table + adaln_single's output) and every mixer's A = -exp(A_log) in one
+    op each; each block must receive exactly what it would compute itself."""
+    from dimexport.models import build_model, example_inputs
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (run on the device machine)")
+    net = build_model("dim-tiny", seed=0).eval().to(device)
+    seen, mods = [], []
+    net.adaln_single.register_forward_hook(lambda m, args, out: mods.append(out))
+    for block in net.transformer_blocks:
+        block.register_forward_pre_hook(lambda m, args: seen.append((m, args[1], args[3])))
+    with torch.inference_mode():
+        net(*(t.to(device) for t in example_inputs(net.cfg, 2)))
+        assert len(seen) == len(net.transformer_blocks)
+        for block, modulation, decays in seen:
+            assert torch.equal(modulation, block.modulation(mods[0]))
+            assert torch.equal(decays, -torch.exp(block.attn1.A_log.float()))

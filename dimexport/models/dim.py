@@ -102,12 +102,17 @@ class DiMBlock(nn.Module):
             return self.skip_linear(torch.cat([s, skip], dim=-1)).float()
         return (self.skip_linear[0](s) + self.skip_linear[1](skip)).float()
 
-    def forward(self, s: Tensor, mod: Tensor, order: Tensor | None = None) -> Tensor:
+    def modulation(self, mod: Tensor) -> Tensor:
+        """(B, 3, D) shift, scale and gate of this block from adaln_single's (B, 3D) output."""
+        return self.scale_shift_table[None] + mod.view(mod.shape[0], 3, -1)
+
+    def forward(self, s: Tensor, modulation: Tensor, order: Tensor | None = None, A: Tensor | None = None) -> Tensor:
         """The block on s's tokens in `order` (s.index_select(1, order) when given, read through the index by the norm
-        and the residual instead of copied); the output is in that order."""
-        shift, scale, gate = (self.scale_shift_table[None] + mod.view(mod.shape[0], 3, -1)).chunk(3, dim=1)
+        and the residual instead of copied); the output is in that order. `modulation`: self.modulation(mod); `A`:
+        the mixer's -exp(A_log) when the caller computed it."""
+        shift, scale, gate = modulation.chunk(3, dim=1)
         n = self.norm1(s, scale, shift, order)  # norm1(s[:, order]) * (1 + scale) + shift, fused
-        return gated_residual(s, self.attn1(n), gate, order)  # s[:, order] + ((1 + gate) * attn1(n)).float(), fused
+        return gated_residual(s, self.attn1(n, A), gate, order)  # s[:, order] + ((1 + gate) * attn1(n)).float(), fused
 
 
 def resize_position_table(table: Tensor, extra_len: int, grid: int) -> Tensor:
@@ -198,13 +203,18 @@ class DiM(nn.Module):
         s = torch.cat([prefix, seps, padded], dim=1).float()
 
         lead = self.extra_len + DIM_SEPARATORS
+        # Every block's modulation and its mixer's A = -exp(A_log), each in one op for all blocks (the same values
+        # as DiMBlock.modulation and the mixer compute, without three small kernels per block).
+        blocks = self.transformer_blocks
+        mods = torch.stack([b.scale_shift_table for b in blocks])[:, None] + mod.view(1, batch, 3, -1)
+        decays = -torch.exp(torch.stack([b.attn1.A_log for b in blocks]).float())
         skips: list[Tensor] = []
-        for layer, block in enumerate(self.transformer_blocks):
+        for layer, block in enumerate(blocks):
             if block.skip_linear is not None:
                 s = block.merge_skip(s, skips.pop())
             # The layer's scan order (None: unchanged), gathered by the block's norm and residual; the conditioning
             # and separator tokens map to themselves.
-            s = block(s, mod, layout.reorders[layer])
+            s = block(s, mods[layer], layout.reorders[layer], decays[layer])
             if layer in self.push_layers:
                 skips.append(s)
 

@@ -97,11 +97,12 @@ class Mamba(nn.Module):
         setattr(self, a_name, nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(di, 1)))
         setattr(self, f"D{suffix}", nn.Parameter(torch.ones(di)))
 
-    def _direction(self, x: Tensor, z: Tensor, suffix: str, reverse: bool) -> Tensor:
+    def _direction(self, x: Tensor, z: Tensor, suffix: str, reverse: bool, A: Tensor | None) -> Tensor:
         conv: nn.Conv1d = getattr(self, f"conv1d{suffix}")
         x_proj: nn.Linear = getattr(self, f"x_proj{suffix}")
         dt_proj: nn.Linear = getattr(self, f"dt_proj{suffix}")
-        A_log: Tensor = getattr(self, "A_b_log" if suffix else "A_log")
+        if A is None:
+            A = -torch.exp(getattr(self, "A_b_log" if suffix else "A_log").float())
         D: Tensor = getattr(self, f"D{suffix}")
         # reverse: the causal conv of the flipped sequence, in original order (look ahead, kernel flipped)
         u = causal_conv1d_silu(x, conv.weight.squeeze(1), conv.bias, reverse)
@@ -111,7 +112,7 @@ class Mamba(nn.Module):
         return selective_scan(
             u,
             delta,
-            -torch.exp(A_log.float()),
+            A,
             B.transpose(1, 2).unsqueeze(1),
             C.transpose(1, 2).unsqueeze(1),
             D.float(),
@@ -121,11 +122,12 @@ class Mamba(nn.Module):
             reverse,
         )
 
-    def forward(self, hidden: Tensor) -> Tensor:
-        """(B, L, d_model) -> (B, L, d_model)."""
+    def forward(self, hidden: Tensor, A: Tensor | None = None) -> Tensor:
+        """(B, L, d_model) -> (B, L, d_model). `A`: the forward direction's -exp(A_log), where the caller computed
+        it (DiM does so for all its layers in one op, instead of two small kernels per layer)."""
         xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2*Di, L)
         x, z = xz.chunk(2, dim=1)
-        y = self._direction(x, z, "", reverse=False)
+        y = self._direction(x, z, "", reverse=False, A=A)
         if self.bimamba:
-            y = y + self._direction(x, z, "_b", reverse=True)
+            y = y + self._direction(x, z, "_b", reverse=True, A=None)
         return self.out_proj(y.transpose(1, 2))
