@@ -1,9 +1,9 @@
 // RMSNorm + adaLN modulation and the gated residual on the GPU (dimex_rms_norm_modulate_fwd, dimex_gated_residual_fwd,
-// include/dimexport_scan.h). The norm: one warp per row, each lane on quads of 4 channels (one vector load each), the
-// row read twice (sum of squares, then the output; the second read hits L1/L2 for DiM's 1536-channel rows), written
-// once. The residual: one CTA per row, threads along the channels. Memory-bound: the floor is reading the inputs and
-// writing the output once (issue "Whole-denoiser speed" §2). Loading a batch of elements ahead of their stores measured
-// slower for both (KERNEL_NOTES: third measurement).
+// include/dimexport_scan.h). The norm: one warp per row, each lane on quads of 4 channels (one vector load or store of
+// each operand), the row read twice (sum of squares, then the output; the second read hits L1/L2 for DiM's
+// 1536-channel rows), written once. The residual: one CTA per row, threads along the channels a quad each.
+// Memory-bound: the floor is reading the inputs and writing the output once (issue "Whole-denoiser speed" §2). Loading a
+// batch of elements ahead of their stores measured slower for both (KERNEL_NOTES: third measurement).
 #include <cuda_runtime.h>
 
 #include "dtype_dispatch.h"
@@ -16,14 +16,15 @@ namespace {
 
 constexpr int kWarps = 4;  // rows per CTA
 
-template <dimex_dtype XT, dimex_dtype OT>
+// kQuads: every operand's rows are aligned quads (norm_quads), so its loads and stores are all vector ones.
+template <dimex_dtype XT, dimex_dtype OT, bool kQuads>
 __global__ void __launch_bounds__(kWarps * 32) norm_kernel(dimex_norm_params p) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (r >= p.batch * p.rows) return;
   const int64_t b = r / p.rows;
   const NormRow<XT, OT> row(p, b, r - b * p.rows);
   const int lane = threadIdx.x % 32;
-  float acc = partial_sum_sq<XT>(row.x, row.xs, p.dim, lane);
+  float acc = partial_sum_sq<XT, kQuads>(row.x, row.xs, p.dim, lane);
 #pragma unroll
   for (int off = 16; off >= 1; off /= 2) acc = add_rn(acc, __shfl_xor_sync(0xffffffffu, acc, off));
   const float inv = inv_rms(acc, p.dim, p.eps, row.valid);
@@ -33,31 +34,22 @@ __global__ void __launch_bounds__(kWarps * 32) norm_kernel(dimex_norm_params p) 
 #pragma unroll 1
   for (int64_t c0 = kNormQuad * lane; c0 < p.dim; c0 += kNormQuad * 32) {
     float v[kNormQuad];
-    load_quad<XT>(row.x, row.xs, p.dim, c0, v);
-#pragma unroll
-    for (int e = 0; e < kNormQuad; ++e) {
-      if (c0 + e >= p.dim) continue;
-      float m[3];
-      row.modulation(c0 + e, m);
-      row.store(c0 + e, v[e], inv, m);
-    }
+    load_quad<XT, kQuads>(row.x, row.xs, p.dim, c0, v);
+    row.template store_quad<kQuads>(p.dim, c0, v, inv);
   }
 }
 
 constexpr int kResidualThreads = 128;
 
-// One CTA per (b, l) row, its threads along the channels: the row located once (no per-element 64-bit division), a
-// warp's loads and stores of a channels-contiguous row contiguous.
-template <dimex_dtype RT, dimex_dtype YT>
+// One CTA per (b, l) row, its threads along the channels a quad each: the row located once (no per-element 64-bit
+// division), a warp's loads and stores of a channels-contiguous row contiguous and vectorised.
+// kQuads as for the norm (residual_quads).
+template <dimex_dtype RT, dimex_dtype YT, bool kQuads>
 __global__ void __launch_bounds__(kResidualThreads) residual_kernel(dimex_residual_params p) {
   const int64_t b = blockIdx.x / p.rows;
   const ResidualRow<RT, YT> row(p, b, blockIdx.x - b * p.rows);
-#pragma unroll 4
-  for (int64_t c = threadIdx.x; c < p.dim; c += kResidualThreads) {
-    float v[3];
-    row.load(c, v);
-    row.store(c, v);
-  }
+#pragma unroll 1
+  for (int64_t c0 = kNormQuad * threadIdx.x; c0 < p.dim; c0 += kNormQuad * kResidualThreads) row.template apply_quad<kQuads>(p.dim, c0);
 }
 
 }  // namespace
@@ -72,7 +64,10 @@ DIMEX_EXPORT int dimex_gated_residual_fwd(const dimex_residual_params* p, cudaSt
   const unsigned blocks = static_cast<unsigned>(p->batch * p->rows);
   with_dtype(p->res_dtype, [&](auto rt) {
     with_dtype(p->y_dtype, [&](auto yt) {
-      residual_kernel<decltype(rt)::value, decltype(yt)::value><<<blocks, kResidualThreads, 0, stream>>>(*p);
+      with_flag(residual_quads(*p), [&](auto quads) {
+        residual_kernel<decltype(rt)::value, decltype(yt)::value, decltype(quads)::value>
+            <<<blocks, kResidualThreads, 0, stream>>>(*p);
+      });
     });
   });
   return cudaPeekAtLastError() == cudaSuccess ? DIMEX_OK : DIMEX_ERR_CUDA;
@@ -87,7 +82,10 @@ DIMEX_EXPORT int dimex_rms_norm_modulate_fwd(const dimex_norm_params* p, cudaStr
   const unsigned blocks = static_cast<unsigned>((p->batch * p->rows + kWarps - 1) / kWarps);
   with_dtype(p->x_dtype, [&](auto xt) {
     with_dtype(p->out_dtype, [&](auto ot) {
-      norm_kernel<decltype(xt)::value, decltype(ot)::value><<<blocks, kWarps * 32, 0, stream>>>(*p);
+      with_flag(norm_quads(*p), [&](auto quads) {
+        norm_kernel<decltype(xt)::value, decltype(ot)::value, decltype(quads)::value>
+            <<<blocks, kWarps * 32, 0, stream>>>(*p);
+      });
     });
   });
   return cudaPeekAtLastError() == cudaSuccess ? DIMEX_OK : DIMEX_ERR_CUDA;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "conv_silu.h"
 
@@ -22,13 +23,19 @@ inline int check_norm_params(const dimex_norm_params* p) {
 
 constexpr int kNormQuad = 4;  // consecutive channels a lane takes per step
 
+#ifdef __NVCC__  // with kAligned the scalar loops below are unreachable on the GPU, as meant
+#pragma nv_diagnostic push
+#pragma nv_diag_suppress 128
+#endif
 // Channels c0 .. c0 + 3 of a row as fp32, 0 past dim. On the GPU one 16-byte (fp32) or 8-byte (16-bit) load where the
-// row is contiguous and aligned there: a warp per row then has a quarter of the loads in flight.
-template <dimex_dtype XT>
+// row is contiguous and aligned there: a warp per row then has a quarter of the loads in flight. kAligned: the caller
+// knows that it is (quad_rows), so the kernel carries no scalar path.
+template <dimex_dtype XT, bool kAligned = false>
 DIMEX_HD void load_quad(const typename Io<XT>::T* row, int64_t sc, int64_t dim, int64_t c0, float (&v)[kNormQuad]) {
   using T = typename Io<XT>::T;
 #if defined(__CUDA_ARCH__)
-  if (sc == 1 && c0 + kNormQuad <= dim && reinterpret_cast<uintptr_t>(row + c0) % (kNormQuad * sizeof(T)) == 0) {
+  if (kAligned ||
+      (sc == 1 && c0 + kNormQuad <= dim && reinterpret_cast<uintptr_t>(row + c0) % (kNormQuad * sizeof(T)) == 0)) {
     if constexpr (sizeof(T) == 4) {
       const float4 q = *reinterpret_cast<const float4*>(row + c0);
       v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
@@ -43,15 +50,42 @@ DIMEX_HD void load_quad(const typename Io<XT>::T* row, int64_t sc, int64_t dim, 
   for (int e = 0; e < kNormQuad; ++e) v[e] = c0 + e < dim ? Io<XT>::load(row[(c0 + e) * sc]) : 0.0f;
 }
 
+// Stores channels c0 .. c0 + 3 of a row (those below dim) from fp32: one 16-byte (fp32) or 8-byte (16-bit) store on
+// the GPU where the row is contiguous and aligned there, as load_quad.
+template <dimex_dtype T_, bool kAligned = false>
+DIMEX_HD void store_quad(typename Io<T_>::T* row, int64_t sc, int64_t dim, int64_t c0, const float (&v)[kNormQuad]) {
+  using T = typename Io<T_>::T;
+#if defined(__CUDA_ARCH__)
+  if (kAligned ||
+      (sc == 1 && c0 + kNormQuad <= dim && reinterpret_cast<uintptr_t>(row + c0) % (kNormQuad * sizeof(T)) == 0)) {
+    if constexpr (sizeof(T) == 4) {
+      *reinterpret_cast<float4*>(row + c0) = make_float4(v[0], v[1], v[2], v[3]);
+    } else {
+      const auto pair = [](float a, float b) {
+        return static_cast<unsigned>(Io<T_>::store(a)) | static_cast<unsigned>(Io<T_>::store(b)) << 16;
+      };
+      *reinterpret_cast<uint2*>(row + c0) = make_uint2(pair(v[0], v[1]), pair(v[2], v[3]));
+    }
+    return;
+  }
+#endif
+  for (int e = 0; e < kNormQuad; ++e)
+    if (c0 + e < dim) row[(c0 + e) * sc] = Io<T_>::store(v[e]);
+}
+
+#ifdef __NVCC__
+#pragma nv_diagnostic pop
+#endif
+
 // Lane `lane`'s partial sum of squares of one row: channels 4 lane .. 4 lane + 3, then the next 128 channels' quad, ...
 // in turn, with FMAs (the zeros past dim add nothing). The CPU kernel replays it for all 32 lanes.
-template <dimex_dtype XT>
+template <dimex_dtype XT, bool kAligned = false>
 DIMEX_HD float partial_sum_sq(const typename Io<XT>::T* row, int64_t sc, int64_t dim, int lane) {
   float acc = 0.0f;
 #pragma unroll 4
   for (int64_t c0 = kNormQuad * lane; c0 < dim; c0 += kNormQuad * kNormLanes) {
     float v[kNormQuad];
-    load_quad<XT>(row, sc, dim, c0, v);
+    load_quad<XT, kAligned>(row, sc, dim, c0, v);
 #pragma unroll
     for (int e = 0; e < kNormQuad; ++e) acc = fmaf(v[e], v[e], acc);
   }
@@ -85,28 +119,56 @@ struct NormRow {
         out(static_cast<O*>(p.out) + b * p.out_stride[0] + l * p.out_stride[1]),
         xs(p.x_stride[2]), ss(p.scale_stride[1]), hs(p.shift_stride[1]), os(p.out_stride[2]) {}
 
-  // Channel c's modulation as fp32: m[0] = weight, m[1] = 1 + scale, m[2] = shift (the last two when given).
-  DIMEX_HD void modulation(int64_t c, float (&m)[3]) const {
-    m[0] = Io<OT>::load(weight[c]);
-    m[1] = scale ? add_rn(1.0f, Io<OT>::load(scale[c * ss])) : 1.0f;
-    m[2] = shift ? Io<OT>::load(shift[c * hs]) : 0.0f;
-  }
-
-  // Stores channel c from its input value x, the row's inverse RMS and its modulation: x * inv * weight, then the
-  // modulation when given.
-  DIMEX_HD void store(int64_t c, float xv, float inv, const float (&m)[3]) const {
-    float y = mul_rn(mul_rn(xv, inv), m[0]);
-    if (scale) y = mul_rn(y, m[1]);
-    if (shift) y = add_rn(y, m[2]);
-    out[c * os] = Io<OT>::store(y);
+  // Channels c0 .. c0 + 3 (those below dim) from their input values v and the row's inverse RMS: x * inv * weight,
+  // then the modulation when given; the weight, scale and shift read and the output written a quad at a time.
+  template <bool kAligned = false>
+  DIMEX_HD void store_quad(int64_t dim, int64_t c0, const float (&v)[kNormQuad], float inv) const {
+    float w[kNormQuad], s[kNormQuad], h[kNormQuad], y[kNormQuad];
+    load_quad<OT, kAligned>(weight, 1, dim, c0, w);
+    if (scale) load_quad<OT, kAligned>(scale, ss, dim, c0, s);
+    if (shift) load_quad<OT, kAligned>(shift, hs, dim, c0, h);
+#pragma unroll
+    for (int e = 0; e < kNormQuad; ++e) {
+      y[e] = mul_rn(mul_rn(v[e], inv), w[e]);
+      if (scale) y[e] = mul_rn(y[e], add_rn(1.0f, s[e]));
+      if (shift) y[e] = add_rn(y[e], h[e]);
+    }
+    dimex::store_quad<OT, kAligned>(out, os, dim, c0, y);
   }
 };
+
+// Whether every row of an operand is whole aligned quads (load_quad's vector path everywhere): channels contiguous, the
+// base pointer and every other stride multiples of a quad; the kernels add dim % 4 == 0.
+inline bool quad_rows(const void* base, dimex_dtype dtype, int64_t channel_stride,
+                      std::initializer_list<int64_t> strides) {
+  const uintptr_t quad_bytes = kNormQuad * (dtype == DIMEX_FLOAT32 ? 4 : 2);
+  if (channel_stride != 1 || reinterpret_cast<uintptr_t>(base) % quad_bytes != 0) return false;
+  for (const int64_t s : strides)
+    if (s % kNormQuad != 0) return false;
+  return true;
+}
+
+inline bool norm_quads(const dimex_norm_params& p) {
+  return p.dim % kNormQuad == 0 && quad_rows(p.x, p.x_dtype, p.x_stride[2], {p.x_stride[0], p.x_stride[1]}) &&
+         quad_rows(p.weight, p.out_dtype, 1, {}) && quad_rows(p.out, p.out_dtype, p.out_stride[2],
+                                                              {p.out_stride[0], p.out_stride[1]}) &&
+         (!p.scale || quad_rows(p.scale, p.out_dtype, p.scale_stride[1], {p.scale_stride[0]})) &&
+         (!p.shift || quad_rows(p.shift, p.out_dtype, p.shift_stride[1], {p.shift_stride[0]}));
+}
 
 inline int check_residual_params(const dimex_residual_params* p) {
   if (p == nullptr || !p->residual || !p->y || !p->out) return DIMEX_ERR_INVALID_ARGUMENT;
   if (p->batch <= 0 || p->rows <= 0 || p->dim <= 0) return DIMEX_ERR_INVALID_ARGUMENT;
   if (!io_dtype_ok(p->res_dtype) || !io_dtype_ok(p->y_dtype)) return DIMEX_ERR_UNSUPPORTED;
   return DIMEX_OK;
+}
+
+inline bool residual_quads(const dimex_residual_params& p) {
+  return p.dim % kNormQuad == 0 &&
+         quad_rows(p.residual, p.res_dtype, p.residual_stride[2], {p.residual_stride[0], p.residual_stride[1]}) &&
+         quad_rows(p.y, p.y_dtype, p.y_stride[2], {p.y_stride[0], p.y_stride[1]}) &&
+         (!p.gate || quad_rows(p.gate, p.y_dtype, p.gate_stride[1], {p.gate_stride[0]})) &&
+         quad_rows(p.out, p.res_dtype, p.out_stride[2], {p.out_stride[0], p.out_stride[1]});
 }
 
 // residual + (1 + gate) * y, each operation rounded once in fp32 (gate 0: exactly residual + y).
@@ -134,15 +196,16 @@ struct ResidualRow {
         out(static_cast<R*>(p.out) + b * p.out_stride[0] + l * p.out_stride[1]),
         rs(p.residual_stride[2]), ys(p.y_stride[2]), gs(p.gate_stride[1]), os(p.out_stride[2]) {}
 
-  // Channel c's inputs as fp32: v[0] = residual, v[1] = gate (0 without), v[2] = y.
-  DIMEX_HD void load(int64_t c, float (&v)[3]) const {
-    v[0] = valid ? Io<RT>::load(residual[c * rs]) : NAN;
-    v[1] = gate ? Io<YT>::load(gate[c * gs]) : 0.0f;
-    v[2] = Io<YT>::load(y[c * ys]);
-  }
-
-  DIMEX_HD void store(int64_t c, const float (&v)[3]) const {
-    out[c * os] = Io<RT>::store(gated_residual(v[0], v[1], v[2]));
+  // Channels c0 .. c0 + 3 (those below dim), each input read and the output written a quad at a time.
+  template <bool kAligned = false>
+  DIMEX_HD void apply_quad(int64_t dim, int64_t c0) const {
+    float r[kNormQuad], g[kNormQuad] = {0.0f, 0.0f, 0.0f, 0.0f}, v[kNormQuad];
+    load_quad<RT, kAligned>(residual, rs, dim, c0, r);
+    if (gate) load_quad<YT, kAligned>(gate, gs, dim, c0, g);
+    load_quad<YT, kAligned>(y, ys, dim, c0, v);
+#pragma unroll
+    for (int e = 0; e < kNormQuad; ++e) v[e] = gated_residual(valid ? r[e] : NAN, g[e], v[e]);
+    store_quad<RT, kAligned>(out, os, dim, c0, v);
   }
 };
 

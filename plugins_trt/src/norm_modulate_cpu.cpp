@@ -25,10 +25,10 @@ DIMEX_HD void norm_row(const dimex_norm_params& p, int64_t r) {
     for (int lane = 0; lane < kNormLanes; ++lane) part[lane] = next[lane];
   }
   const float inv = inv_rms(part[0], p.dim, p.eps, row.valid);
-  for (int64_t c = 0; c < p.dim; ++c) {
-    float m[3];
-    row.modulation(c, m);
-    row.store(c, Io<XT>::load(row.x[c * row.xs]), inv, m);
+  for (int64_t c0 = 0; c0 < p.dim; c0 += kNormQuad) {
+    float v[kNormQuad];
+    load_quad<XT>(row.x, row.xs, p.dim, c0, v);
+    row.store_quad(p.dim, c0, v, inv);
   }
 }
 
@@ -60,11 +60,7 @@ DIMEX_EXPORT int dimex_gated_residual_fwd_cpu(const dimex_residual_params* p, in
       parallel_items(p->batch * p->rows, num_threads, [&](int64_t r) {
         const int64_t b = r / p->rows, l = r - b * p->rows;
         const ResidualRow<decltype(rt)::value, decltype(yt)::value> row(*p, b, l);
-        for (int64_t c = 0; c < p->dim; ++c) {
-          float v[3];
-          row.load(c, v);
-          row.store(c, v);
-        }
+        for (int64_t c0 = 0; c0 < p->dim; c0 += kNormQuad) row.apply_quad(p->dim, c0);
       });
     });
   });
