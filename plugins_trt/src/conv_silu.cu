@@ -93,8 +93,8 @@ __global__ void __launch_bounds__(kChannels) conv_silu_channels_kernel(dimex_con
   if (d >= p.dim) return;
   const int64_t b = blockIdx.z, l0 = static_cast<int64_t>(blockIdx.y) * tile;
   const int64_t l1 = p.seqlen - l0 < tile ? p.seqlen : l0 + tile;
-  const T* x = static_cast<const T*>(p.x) + b * p.x_stride[0] + d;
-  T* out = static_cast<T*>(p.out) + b * p.out_stride[0] + d;
+  const T* x = static_cast<const T*>(p.x) + b * p.x_stride[0] + d * p.x_stride[1];
+  T* out = static_cast<T*>(p.out) + b * p.out_stride[0] + d * p.out_stride[1];  // (pairs: both strides 1)
   const int64_t sl = p.x_stride[2];
   float w[V][K], bias[V], win[V][K];
 #pragma unroll
