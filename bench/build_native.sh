@@ -5,6 +5,7 @@
 #   build_native [DIR] [JOBS]   prints the last lines of the build's output (nothing when it succeeds quietly)
 build_native() {
   local dir="${1:-.}" jobs="${2:-16}"
-  (cd "$dir" && cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 $(PYTHONPATH=. python3 -m dimexport.native_build_args) \
-     >/dev/null && cmake --build build -j "$jobs" >/dev/null && cmake --install build --prefix . >/dev/null) 2>&1 | tail -5
+  (cd "$dir" && cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=90 \
+     $(PYTHONPATH=. python3 -m dimexport.native_build_args) >/dev/null && cmake --build build -j "$jobs" >/dev/null &&
+     cmake --install build --prefix . >/dev/null) 2>&1 | tail -5
 }

@@ -84,8 +84,8 @@ __device__ void store_channels(typename Io<DT>::T* out, const float (&v)[V]) {
 }
 
 // The channel mapping: each thread takes V neighbouring channels (V = 2 where x's and out's pairs are aligned,
-// channel_pairs) and walks the tile's tokens with a register window of their K inputs, so that a warp's loads and stores
-// each cover 32 V neighbouring channels of one token (128 bytes for V = 2 and 16-bit x).
+// channel_pairs) and walks the tile's tokens with a register window of their K inputs, so that a warp's loads and
+// stores each cover 32 V neighbouring channels of one token (128 bytes for V = 2 and 16-bit x).
 template <dimex_dtype DT, int K, bool kReverse, int V>
 __global__ void __launch_bounds__(kChannels) conv_silu_channels_kernel(dimex_conv_params p, int tile) {
   using T = typename Io<DT>::T;
@@ -111,8 +111,8 @@ __global__ void __launch_bounds__(kChannels) conv_silu_channels_kernel(dimex_con
 #pragma unroll
     for (int c = 0; c < V; ++c) win[c][j] = v[c];
   }
-  // kBatch<V> tokens' inputs loaded before any of their outputs is stored: the loads do not wait on each other's latency
-  // (out may alias x as far as the compiler knows, so it would not hoist a load above the previous store).
+  // kBatch<V> tokens' inputs loaded before any of their outputs is stored: the loads do not wait on each other's
+  // latency (out may alias x as far as the compiler knows, so it would not hoist a load above the previous store).
   for (int64_t l = l0; l < l1; l += kBatch<V>) {
     float next[kBatch<V>][V];
 #pragma unroll

@@ -49,7 +49,8 @@ __global__ void __launch_bounds__(kResidualThreads) residual_kernel(dimex_residu
   const int64_t b = blockIdx.x / p.rows;
   const ResidualRow<RT, YT> row(p, b, blockIdx.x - b * p.rows);
 #pragma unroll 1
-  for (int64_t c0 = kNormQuad * threadIdx.x; c0 < p.dim; c0 += kNormQuad * kResidualThreads) row.template apply_quad<kQuads>(p.dim, c0);
+  for (int64_t c0 = kNormQuad * threadIdx.x; c0 < p.dim; c0 += kNormQuad * kResidualThreads)
+    row.template apply_quad<kQuads>(p.dim, c0);
 }
 
 }  // namespace
