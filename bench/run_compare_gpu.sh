@@ -47,7 +47,7 @@ build_native . >"$R/build.log" &
 [ -d .mid ] && build_native .mid >"$R/build_mid.log" &
 wait
 cat "$R"/build*.log
-log "built ($( [ -d .base ] && echo "this tree and .base" || echo "this tree; no .base: no baseline rows"))"
+log "built (this tree$( [ -d .mid ] && echo ", .mid")$( [ -d .base ] && echo " and .base" || echo "; no .base: no baseline rows"))"
 
 bench() {  # $1: label, $2: tree, then dimexport bench arguments
   local label=$1 tree=$2; shift 2

@@ -122,12 +122,13 @@ DIMEX_HD float half_to_float(uint16_t h) {
   float f;
   asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
   return f;
-#endif
+#else
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t em = h & 0x7fffu;
   const float mag = bits_to_float(em << 13) * bits_to_float(0x77800000u);  // * 2^112
   const uint32_t inf_nan = em >= 0x7c00u ? 0x7f800000u : 0u;
   return bits_to_float(sign | float_to_bits(mag) | inf_nan);
+#endif
 }
 
 // float -> IEEE half (bits), rounded to nearest even, branch-free (the FP16 library's method: the rounding is
@@ -137,7 +138,7 @@ DIMEX_HD uint16_t float_to_half(float f) {
   uint16_t h;
   asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
   return h;
-#endif
+#else
   const float scale_to_inf = bits_to_float(0x77800000u);   // 2^112
   const float scale_to_zero = bits_to_float(0x08800000u);  // 2^-110
   float base = (fabsf(f) * scale_to_inf) * scale_to_zero;
@@ -150,6 +151,7 @@ DIMEX_HD uint16_t float_to_half(float f) {
   const uint32_t bits = float_to_bits(base);
   const uint32_t nonsign = ((bits >> 13) & 0x00007c00u) + (bits & 0x00000fffu);
   return static_cast<uint16_t>((sign >> 16) | (shl1_w > 0xff000000u ? 0x7e00u : nonsign));
+#endif
 }
 
 DIMEX_HD float bf16_to_float(uint16_t h) { return bits_to_float(static_cast<uint32_t>(h) << 16); }
@@ -160,10 +162,11 @@ DIMEX_HD uint16_t float_to_bf16(float f) {
   uint16_t h;
   asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
   return h;
-#endif
+#else
   const uint32_t u = float_to_bits(f);
   const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
   return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? ((u >> 16) | 0x40u) : rounded);
+#endif
 }
 
 }  // namespace dimex

@@ -363,7 +363,7 @@ Tensor norm_modulate(const Tensor& x, const Tensor& weight_in, const OptTensor& 
   check_library_abi();
   check_norm_inputs(x, weight_in, scale, shift, eps, rows_in);
   const Tensor weight = weight_in.contiguous();
-  const OptTensor rows = rows_in.has_value() ? OptTensor(rows_in->contiguous()) : OptTensor();
+  const OptTensor rows = contiguous(rows_in);
   Tensor out = at::empty(x.sizes(), x.options().dtype(weight.scalar_type()));
   if (out.numel() == 0) return out;
   dimex_norm_params p{};
@@ -410,7 +410,7 @@ void check_residual_inputs(const Tensor& residual, const Tensor& y, const OptTen
 Tensor residual_op(const Tensor& residual, const Tensor& y, const OptTensor& gate, const OptTensor& rows_in) {
   check_library_abi();
   check_residual_inputs(residual, y, gate, rows_in);
-  const OptTensor rows = rows_in.has_value() ? OptTensor(rows_in->contiguous()) : OptTensor();
+  const OptTensor rows = contiguous(rows_in);
   Tensor out = at::empty(residual.sizes(), residual.options());
   if (out.numel() == 0) return out;
   dimex_residual_params p{};
