@@ -225,12 +225,18 @@ def markdown(env: dict, results: list[dict]) -> str:
             cells += [f"{rr['us']:.1f}", f"{100 * rr['floor_us'] / rr['us']:.0f} %"]
         lines.append("| " + " | ".join(cells) + " |")
     if any("token_major_us" in row for row in base["rows"]):
-        lines += ["", f"Token-major inputs and output ({base['tag']}; u, delta, z, out as (B, L, D) storage, B and C as "
-                  "(B, L, G, N), as DiM's mixer hands them) against contiguous (B, D, L) rows, µs:", "",
-                  "| B | D | L | contiguous | token-major | token-major % of floor |", "|---|---|---|---|---|---|"]
-        for row in base["rows"]:
-            lines.append(f"| {row['batch']} | {row['dim']} | {row['seqlen']} | {row['us']:.1f} | "
-                         f"{row['token_major_us']:.1f} | {100 * row['floor_us'] / row['token_major_us']:.0f} % |")
+        tags = [r["tag"] for r in results]
+        lines += ["", "Token-major inputs and output (u, delta, z, out as (B, L, D) storage, B and C as (B, L, G, N), "
+                  "as DiM's mixer hands them) against contiguous (B, D, L) rows, µs:", "",
+                  "| B | D | L | " + " | ".join(f"{t} contiguous | {t} token-major | {t} token-major % of floor"
+                                                for t in tags) + " |", "|" + "---|" * (3 + 3 * len(tags))]
+        for i, row in enumerate(base["rows"]):
+            cells = []
+            for r in results:
+                rr = r["rows"][i]
+                cells += [f"{rr['us']:.1f}", f"{rr['token_major_us']:.1f}",
+                          f"{100 * rr['floor_us'] / rr['token_major_us']:.0f} %"]
+            lines.append(f"| {row['batch']} | {row['dim']} | {row['seqlen']} | " + " | ".join(cells) + " |")
     auto = lambda row: row["token_major_us" if row.get("sweep_layout") == "token-major" else "us"]  # noqa: E731
     layout = base["rows"][0].get("sweep_layout", "contiguous")
     if any("split_us" in row for row in base["rows"]):
@@ -281,7 +287,7 @@ def main() -> None:
     ap.add_argument("--shapes", default="", help="BxDxL,... instead of the 18 standard shapes (e.g. dim-h's "
                                                  "8x3072x366,1x3072x366)")
     ap.add_argument("--token-major", action="store_true",
-                    help="also time the first variant on the layouts DiM's mixer hands the op: u, delta, z and the "
+                    help="also time every variant on the layouts DiM's mixer hands the op: u, delta, z and the "
                          "output stored token-major (B, L, D), B and C stored (B, L, G, N); the sweeps then use them")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tag", default="default", help=argparse.SUPPRESS)
@@ -314,8 +320,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--worker", "--tag", tag, "--limit", str(args.limit), "--shapes", args.shapes]
         if i == 0:
             cmd.append("--reference")
-            if args.token_major:
-                cmd.append("--token-major")
+        if args.token_major:
+            cmd.append("--token-major")
         if not (args.sweep and i == 0):
             cmd.append("--no-sweep")
         env = dict(os.environ, DIMEXPORT_SCAN_LIB=str(Path(path).resolve()))
