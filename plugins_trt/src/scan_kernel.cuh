@@ -542,12 +542,17 @@ struct Scanner {
 #ifndef DIMEX_SCAN_MIN_BLOCKS_WIDE
 #define DIMEX_SCAN_MIN_BLOCKS_WIDE 3  // CTAs per SM for 16 states per lane: 168 registers
 #endif
+#ifndef DIMEX_SCAN_MIN_BLOCKS_HALF
+// CTAs per SM for 8 states per lane (N = 16 over S = 2): 168 registers. At 128 it spilled in the token loop, and the
+// 3 CTAs per SM that B = 8, D = 3072 needs (384 CTAs on 132 SMs) leave the fourth's registers unused anyway.
+#define DIMEX_SCAN_MIN_BLOCKS_HALF 3
+#endif
 #ifndef DIMEX_SCAN_MIN_BLOCKS_NARROW
 #define DIMEX_SCAN_MIN_BLOCKS_NARROW 4  // CTAs per SM for fewer states per lane: 128 registers
 #endif
 template <int NS, int S>
 constexpr int min_blocks() {
-  return NS >= 16 ? DIMEX_SCAN_MIN_BLOCKS_WIDE : DIMEX_SCAN_MIN_BLOCKS_NARROW;
+  return NS >= 16 ? DIMEX_SCAN_MIN_BLOCKS_WIDE : NS >= 8 ? DIMEX_SCAN_MIN_BLOCKS_HALF : DIMEX_SCAN_MIN_BLOCKS_NARROW;
 }
 
 template <typename T, int NS, int S, bool kRev>
