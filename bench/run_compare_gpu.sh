@@ -62,7 +62,8 @@ wait
 cat "$R"/build*.log
 for tag in "${!VDIR[@]}"; do  # after this tree's build: the copy carries its operators and Python code
   mkdir -p "${VDIR[$tag]}" &&
-    tar -c --exclude=./.git --exclude=./build --exclude=./.base --exclude=./.mid --exclude='./.whl*' . | tar -x -C "${VDIR[$tag]}" &&
+    tar -c --exclude=./.git --exclude=./build --exclude=./.base --exclude=./.mid --exclude='./.whl*' . |
+      tar -x -C "${VDIR[$tag]}" &&
     cp "$(find "/tmp/build_$tag" -name libdimexport_scan.so | head -1)" "${VDIR[$tag]}/dimexport/lib/" ||
     { log "variant $tag did not build"; unset "VDIR[$tag]"; }
 done
