@@ -102,14 +102,11 @@ class DiMBlock(nn.Module):
             return self.skip_linear(torch.cat([s, skip], dim=-1)).float()
         return (self.skip_linear[0](s) + self.skip_linear[1](skip)).float()
 
-    def modulation(self, mod: Tensor) -> Tensor:
-        """(B, 3, D) shift, scale and gate of this block from adaln_single's (B, 3D) output."""
-        return self.scale_shift_table[None] + mod.view(mod.shape[0], 3, -1)
-
     def forward(self, s: Tensor, modulation: Tensor, order: Tensor | None = None, A: Tensor | None = None) -> Tensor:
         """The block on s's tokens in `order` (s.index_select(1, order) when given, read through the index by the norm
-        and the residual instead of copied); the output is in that order. `modulation`: self.modulation(mod); `A`:
-        the mixer's -exp(A_log) when the caller computed it."""
+        and the residual instead of copied); the output is in that order. `modulation`: (B, 3, D) shift, scale and gate,
+        scale_shift_table[None] + adaln_single's (B, 3D) output viewed (B, 3, D) (DiM.forward computes all blocks' in
+        one op); `A`: the mixer's -exp(A_log) when the caller computed it."""
         shift, scale, gate = modulation.chunk(3, dim=1)
         n = self.norm1(s, scale, shift, order)  # norm1(s[:, order]) * (1 + scale) + shift, fused
         return gated_residual(s, self.attn1(n, A), gate, order)  # s[:, order] + ((1 + gate) * attn1(n)).float(), fused
@@ -203,8 +200,8 @@ class DiM(nn.Module):
         s = torch.cat([prefix, seps, padded], dim=1).float()
 
         lead = self.extra_len + DIM_SEPARATORS
-        # Every block's modulation and its mixer's A = -exp(A_log), each in one op for all blocks (the same values
-        # as DiMBlock.modulation and the mixer compute, without three small kernels per block).
+        # Every block's modulation (its scale_shift_table + adaln_single's output) and its mixer's A = -exp(A_log),
+        # each in one op for all blocks (the values the mixer would compute, without three small kernels per block).
         blocks = self.transformer_blocks
         mods = torch.stack([b.scale_shift_table for b in blocks])[:, None] + mod.view(1, batch, 3, -1)
         decays = -torch.exp(torch.stack([b.attn1.A_log for b in blocks]).float())
