@@ -1,6 +1,7 @@
 """Where one dim-h layer's time goes (issue "Whole-denoiser speed" step c): the torch profiler over the eager forward of
 dim-h at 256^2, the GPU time of every operator that one block's forward launches (by default the first U-shaped decoder
-block: RMSNorm, adaLN modulation, the Mamba mixer, gate and residual), each beside its own floor:
+block: RMSNorm, adaLN modulation, the Mamba mixer, gate and residual), each beside its own floor, and the block's host
+(CPU) time per operator called from Python, which bounds eager calls at small batch:
 
     floor = max(bytes moved / copy bandwidth, FLOPs / GEMM peak)     (both measured in this run)
 
@@ -118,6 +119,8 @@ def profile_layer(model, x, t, y, layer: int, bw: float, peak: float) -> dict:
     events = prof.events()
     rows: dict[tuple, dict] = {}
     outside: dict[tuple, dict] = {}
+    host: dict[str, dict] = {}  # the layer's host time per operator called from Python (views included)
+    layer_host_us = sum(e.cpu_time_total for e in events if e.name == LAYER_RANGE) / reps
     total_forward_us = (sum(_kernel_us(e) for e in events) if on_gpu else
                         sum(e.cpu_time_total for e in events if e.cpu_parent is None)) / reps
 
@@ -135,6 +138,9 @@ def profile_layer(model, x, t, y, layer: int, bw: float, peak: float) -> dict:
                 o["gpu_us"] += gpu_us
         if parent is None or parent.name != LAYER_RANGE:
             continue
+        h = host.setdefault(e.name, dict(op=e.name, calls=0, host_us=0.0))
+        h["calls"] += 1
+        h["host_us"] += e.cpu_time_total
         gpu_us = op_us(e)
         kernels = sorted({k.name for d in _descendants(e) for k in d.kernels})
         if on_gpu and not kernels:
@@ -157,7 +163,11 @@ def profile_layer(model, x, t, y, layer: int, bw: float, peak: float) -> dict:
     out.sort(key=lambda r: -r["gpu_us"])
     rest = sorted((dict(op=o["op"], shapes=o["shapes"], calls=o["calls"] / reps, gpu_us=round(o["gpu_us"] / reps, 2))
                    for o in outside.values()), key=lambda r: -r["gpu_us"])
-    return dict(rows=out, layer_gpu_us=round(sum(r["gpu_us"] for r in out), 1),
+    host_rows = sorted((dict(op=h["op"], calls=h["calls"] / reps, host_us=round(h["host_us"] / reps, 1))
+                        for h in host.values()), key=lambda r: -r["host_us"])
+    return dict(rows=out, layer_host_us=round(layer_host_us, 1),
+                layer_python_us=round(layer_host_us - sum(h["host_us"] for h in host_rows), 1), host=host_rows,
+                layer_gpu_us=round(sum(r["gpu_us"] for r in out), 1),
                 layer_floor_us=round(sum(r["floor_us"] for r in out), 1),
                 forward_gpu_us=round(total_forward_us, 1), outside_gpu_us=round(sum(r["gpu_us"] for r in rest), 1),
                 outside=rest)
@@ -214,7 +224,7 @@ def main() -> None:
         if device.type == "cuda":
             prof["graph_ms"] = round(graph_ms(model, (x, t, y)), 2)
         report["batches"].append(prof)
-        print(json.dumps({k: v for k, v in prof.items() if k != "rows"}), flush=True)
+        print(json.dumps({k: v for k, v in prof.items() if k not in ("rows", "host", "outside")}), flush=True)
         for r in prof["rows"][:12]:
             print(f"  {r['gpu_us']:9.1f} us  floor {r['floor_us']:8.1f}  x{r['calls']:.0f} {r['op']} {r['shapes']}",
                   flush=True)
@@ -243,6 +253,12 @@ def markdown(report: dict) -> str:
             pct = 100 * r["floor_us"] / r["gpu_us"] if r["gpu_us"] else 0
             lines.append(f"| {r['op']} | {r['shapes']} | {r['calls']:.0f} | {r['gpu_us']} | {r['floor_us']} | "
                          f"{pct:.0f} % | {r['mbytes']} | {r['gflop']} | {', '.join(k[:60] for k in r['kernels'])} |")
+        if b.get("host"):
+            lines += ["", f"Host (CPU) time of this layer's eager forward, under the profiler (which adds a few µs per "
+                      f"operator): {b['layer_host_us']} µs, of which {b['layer_python_us']} µs in Python between the "
+                      "operators; per operator called from Python (inclusive of what it dispatches):", "",
+                      "| operator | calls | host µs |", "|---|---|---|"]
+            lines += [f"| {r['op']} | {r['calls']:.0f} | {r['host_us']} |" for r in b["host"]]
         if b.get("outside"):
             lines += ["", "Outside the blocks (skip merges, scan-order gathers, embeddings, the adapter, the output "
                       f"head): {b['outside_gpu_us']} µs of GPU time per forward; the operators above 1 % of it:", "",
