@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import causal_conv1d_silu, rms_norm_modulate, selective_scan
+from ..ops import mamba_direction, mamba_mixer, rms_norm_modulate
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -97,37 +97,26 @@ class Mamba(nn.Module):
         setattr(self, a_name, nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(di, 1)))
         setattr(self, f"D{suffix}", nn.Parameter(torch.ones(di)))
 
-    def _direction(self, x: Tensor, z: Tensor, suffix: str, reverse: bool, A: Tensor | None) -> Tensor:
+    def _direction(self, x: Tensor, z: Tensor, suffix: str, reverse: bool, A: Tensor) -> Tensor:
         conv: nn.Conv1d = getattr(self, f"conv1d{suffix}")
-        x_proj: nn.Linear = getattr(self, f"x_proj{suffix}")
         dt_proj: nn.Linear = getattr(self, f"dt_proj{suffix}")
-        if A is None:
-            A = -torch.exp(getattr(self, "A_b_log" if suffix else "A_log").float())
-        D: Tensor = getattr(self, f"D{suffix}")
-        # reverse: the causal conv of the flipped sequence, in original order (look ahead, kernel flipped)
-        u = causal_conv1d_silu(x, conv.weight.squeeze(1), conv.bias, reverse)
-        x_dbl = F.linear(u.transpose(1, 2), x_proj.weight)  # (B, L, R + 2N)
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # bias goes to the scan as delta_bias
-        return selective_scan(
-            u,
-            delta,
-            A,
-            B.transpose(1, 2).unsqueeze(1),
-            C.transpose(1, 2).unsqueeze(1),
-            D.float(),
-            z,
-            dt_proj.bias.float(),
-            True,
-            reverse,
-        )
+        return mamba_direction(x, z, conv.weight.squeeze(1), conv.bias, getattr(self, f"x_proj{suffix}").weight,
+                               dt_proj.weight, dt_proj.bias, A, getattr(self, f"D{suffix}"), reverse)
 
     def forward(self, hidden: Tensor, A: Tensor | None = None) -> Tensor:
         """(B, L, d_model) -> (B, L, d_model). `A`: the forward direction's -exp(A_log), where the caller computed
-        it (DiM does so for all its layers in one op, instead of two small kernels per layer)."""
+        it (DiM does so for all its layers in one op, instead of two small kernels per layer). Without autograd or
+        tracing, a one-direction mixer is one op (ops.mamba_mixer: the same kernels, one call from Python)."""
+        if A is None:
+            A = -torch.exp(self.A_log.float())
+        traced = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        if not (self.bimamba or torch.is_grad_enabled() or traced):
+            return mamba_mixer(hidden, self.in_proj.weight, self.conv1d.weight.squeeze(1), self.conv1d.bias,
+                               self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias, A, self.D,
+                               self.out_proj.weight)
         xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2*Di, L)
         x, z = xz.chunk(2, dim=1)
         y = self._direction(x, z, "", reverse=False, A=A)
         if self.bimamba:
-            y = y + self._direction(x, z, "_b", reverse=True, A=None)
+            y = y + self._direction(x, z, "_b", reverse=True, A=-torch.exp(self.A_b_log.float()))
         return self.out_proj(y.transpose(1, 2))

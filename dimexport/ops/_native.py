@@ -406,8 +406,8 @@ def register_kernels() -> None:
     """Give torch.ops.dimexport.selective_scan its CPU and CUDA kernels: the C++ operator's when it loads (no Python on
     the call path), else Python ones calling the native kernels through ctypes, which fall back to the reference when
     the library is missing, does not load, or (CUDA) was built without CUDA, so every tensor always works.
-    The fused ops (causal_conv1d_silu, rms_norm_modulate, gated_residual) have no ctypes path: the C++ operator's
-    kernels, else their references."""
+    The fused ops (causal_conv1d_silu, rms_norm_modulate, gated_residual, mamba_mixer) have no ctypes path: the C++
+    operator's kernels, else their references."""
     if torch_ops_problem() is None:
         return
     from .selective_scan import selective_scan
@@ -421,8 +421,9 @@ def python_kernels(reference: bool = False) -> Iterator[None]:
     """Inside the block the ops run Python kernels registered over the current ones (the dispatcher restores those
     after it): the scan's ctypes path to the native kernels, or with `reference` the pure-torch reference, forward
     and backward; the fused ops (causal conv + SiLU, RMSNorm + modulation, gated residual) their references. Tests
-    and benchmarks compare the kernels and their call paths against these."""
-    from . import conv, norm, residual
+    and benchmarks compare the kernels and their call paths against these. The mixer runs its composition, through
+    the kernels registered here."""
+    from . import conv, mixer, norm, residual
 
     global _forced_reference
     lib = torch.library.Library("dimexport", "IMPL")
@@ -430,7 +431,7 @@ def python_kernels(reference: bool = False) -> Iterator[None]:
         warnings.simplefilter("ignore")
         for device_type, (native, run) in _PYTHON_KERNELS.items():
             lib.impl("selective_scan", _python_kernel(device_type, native, run, reference), device_type.upper())
-            for fused in (conv, norm, residual):
+            for fused in (conv, norm, residual, mixer):
                 lib.impl(fused.OP_NAME.split("::")[1], fused.reference_kernel, device_type.upper())
     _forced_reference += reference
     try:

@@ -1,12 +1,12 @@
-// The CPU and CUDA kernels of torch.ops.dimexport.selective_scan, causal_conv1d_silu, rms_norm_modulate and
-// gated_residual as a C++ PyTorch operator library (libdimexport_torch_ops.so): an eager call goes dispatcher -> these
-// checks -> the kernel of libdimexport_scan.so, with no Python, ctypes or parameter marshalling on the path (issue
-// "Whole-denoiser speed" §2: the op's host cost).
+// The CPU and CUDA kernels of torch.ops.dimexport.selective_scan, causal_conv1d_silu, rms_norm_modulate,
+// gated_residual and mamba_mixer as a C++ PyTorch operator library (libdimexport_torch_ops.so): an eager call goes
+// dispatcher -> these checks -> the kernel of libdimexport_scan.so, with no Python, ctypes or parameter marshalling on
+// the path (issue "Whole-denoiser speed" §2: the op's host cost).
 //
 // The ops' schemas, autograd formulas and fake (meta) functions stay in Python (dimexport/ops/selective_scan.py,
-// conv.py, norm.py, residual.py); dimexport/ops/_native.py loads this library after defining the ops, only when it
-// was built against the running torch version, and then registers no Python kernels for CPU and CUDA. The checks
-// repeat the Python checks (check_scan_inputs(), check_conv_inputs(), ...) message for message; they raise
+// conv.py, norm.py, residual.py, mixer.py); dimexport/ops/_native.py loads this library after defining the ops, only
+// when it was built against the running torch version, and then registers no Python kernels for CPU and CUDA. The
+// checks repeat the Python checks (check_scan_inputs(), check_conv_inputs(), ...) message for message; they raise
 // ValueError, the base class of the Python path's InputError (the CLI validates its inputs before any model runs, so
 // its exit codes do not depend on which path raised).
 //
@@ -16,6 +16,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/linear.h>
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/library.h>
@@ -435,15 +436,59 @@ Tensor residual_op(const Tensor& residual, const Tensor& y, const OptTensor& gat
 }  // namespace
 
 // The schemas are defined by torch.library.custom_op in Python; these are their kernels for two dispatch keys.
+// check_mixer_inputs() of dimexport/ops/mixer.py: the shapes of one Mamba mixer (the pieces check the rest).
+void check_mixer_inputs(const Tensor& hidden, const Tensor& in_w, const Tensor& xproj_w, const Tensor& dtproj_w,
+                        const Tensor& A, const Tensor& out_w) {
+  TORCH_CHECK_VALUE(hidden.dim() == 3, "mamba_mixer: hidden must be (batch, seqlen, d_model), got shape ",
+                    shape_str(hidden.sizes()));
+  const int64_t d_model = hidden.size(2);
+  TORCH_CHECK_VALUE(in_w.dim() == 2 && in_w.size(1) == d_model && in_w.size(0) % 2 == 0,
+                    "mamba_mixer: in_proj_weight must be (2 * d_inner, d_model=", d_model, "), got shape ",
+                    shape_str(in_w.sizes()));
+  const int64_t d_inner = in_w.size(0) / 2;
+  TORCH_CHECK_VALUE(A.dim() == 2 && A.size(0) == d_inner, "mamba_mixer: A must be (d_inner=", d_inner,
+                    ", dstate), got shape ", shape_str(A.sizes()));
+  TORCH_CHECK_VALUE(dtproj_w.dim() == 2 && dtproj_w.size(0) == d_inner,
+                    "mamba_mixer: dt_proj_weight must be (d_inner=", d_inner, ", dt_rank), got shape ",
+                    shape_str(dtproj_w.sizes()));
+  const int64_t width = dtproj_w.size(1) + 2 * A.size(1);
+  TORCH_CHECK_VALUE(xproj_w.dim() == 2 && xproj_w.size(0) == width && xproj_w.size(1) == d_inner,
+                    "mamba_mixer: x_proj_weight must be (dt_rank + 2 * dstate=", width, ", d_inner=", d_inner,
+                    "), got shape ", shape_str(xproj_w.sizes()));
+  TORCH_CHECK_VALUE(out_w.dim() == 2 && out_w.size(1) == d_inner,
+                    "mamba_mixer: out_proj_weight must be (d_out, d_inner=", d_inner, "), got shape ",
+                    shape_str(out_w.sizes()));
+  const std::string devices = device_list({&hidden, &in_w, &xproj_w, &dtproj_w, &A, &out_w});
+  TORCH_CHECK_VALUE(devices.empty(), "mamba_mixer: all inputs must be on one device, got ", devices);
+}
+
+// mamba_mixer_reference() of dimexport/ops/mixer.py step for step (the same projections, views and kernels, so the
+// same bits), with the conv and the scan called directly: one call from Python instead of 17.
+Tensor mamba_mixer(const Tensor& hidden, const Tensor& in_w, const Tensor& conv_w, const OptTensor& conv_b,
+                   const Tensor& xproj_w, const Tensor& dtproj_w, const Tensor& dt_bias, const Tensor& A,
+                   const Tensor& D, const Tensor& out_w, bool reverse) {
+  check_mixer_inputs(hidden, in_w, xproj_w, dtproj_w, A, out_w);
+  const std::vector<Tensor> xz = at::linear(hidden, in_w).transpose(1, 2).chunk(2, 1);  // x, z: (B, Di, L)
+  const Tensor u = conv_silu(xz[0], conv_w, conv_b, reverse);
+  const int64_t rank = dtproj_w.size(1), dstate = A.size(1);
+  const std::vector<Tensor> dbc = at::linear(u.transpose(1, 2), xproj_w).split_with_sizes({rank, dstate, dstate}, -1);
+  const Tensor delta = at::linear(dbc[0], dtproj_w).transpose(1, 2);
+  const Tensor y = scan(u, delta, A, dbc[1].transpose(1, 2).unsqueeze(1), dbc[2].transpose(1, 2).unsqueeze(1),
+                        D.to(at::kFloat), xz[1], dt_bias.to(at::kFloat), true, reverse);
+  return at::linear(y.transpose(1, 2), out_w);
+}
+
 TORCH_LIBRARY_IMPL(dimexport, CPU, m) {
   m.impl("selective_scan", &scan);
   m.impl("causal_conv1d_silu", &conv_silu);
   m.impl("rms_norm_modulate", &norm_modulate);
   m.impl("gated_residual", &residual_op);
+  m.impl("mamba_mixer", &mamba_mixer);
 }
 TORCH_LIBRARY_IMPL(dimexport, CUDA, m) {
   m.impl("selective_scan", &scan);
   m.impl("causal_conv1d_silu", &conv_silu);
   m.impl("rms_norm_modulate", &norm_modulate);
   m.impl("gated_residual", &residual_op);
+  m.impl("mamba_mixer", &mamba_mixer);
 }
