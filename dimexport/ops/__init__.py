@@ -21,5 +21,6 @@ from .selective_scan import (
 _native.register_kernels()
 
 __all__ = ["OP_NAME", "causal_conv1d_silu", "causal_conv1d_silu_reference", "check_conv_inputs", "check_mixer_inputs",
-           "check_norm_inputs", "check_residual_inputs", "mamba_direction", "mamba_mixer", "mamba_mixer_reference", "check_scan_inputs", "gated_residual", "gated_residual_reference",
-           "rms_norm_modulate", "rms_norm_modulate_reference", "selective_scan", "selective_scan_reference"]
+           "check_norm_inputs", "check_residual_inputs", "check_scan_inputs", "gated_residual",
+           "gated_residual_reference", "mamba_direction", "mamba_mixer", "mamba_mixer_reference", "rms_norm_modulate",
+           "rms_norm_modulate_reference", "selective_scan", "selective_scan_reference"]

@@ -1,10 +1,10 @@
 """The Mamba mixer (in_proj, causal conv + SiLU, x_proj, dt_proj, selective scan, out_proj) as one op,
 ``torch.ops.dimexport.mamba_mixer``, for eager inference.
 
-Composed in Python the mixer is 17 calls from Python into torch (four projections, three ops, ten views), each paying
-the interpreter, argument parsing and the dispatcher: at batch 1 an eager dim-h forward is bound by that host time,
-not by the GPU (issue "Whole-denoiser speed": eager batch 1 at 2.9x the CUDA graph). The C++ operator
-(libdimexport_torch_ops.so) runs the same sequence from C++ (the same torch projections, the same conv and scan
+Composed in Python the mixer is 18 calls from Python into torch (four projections, the conv and the scan, twelve views
+and casts), each paying the interpreter, argument parsing and the dispatcher: at batch 1 an eager dim-h forward is
+bound by that host time, not by the GPU (issue "Whole-denoiser speed": eager batch 1 at 2.9x the CUDA graph). The C++
+operator (libdimexport_torch_ops.so) runs the same sequence from C++ (the same torch projections, the same conv and scan
 kernels called directly, so the result is bit for bit the composition's); without it the op is the composition.
 Models call it only where nothing needs the pieces: no autograd, no tracing for torch.compile or export (which see
 the composition, and so the scan as its own ONNX node).

@@ -433,9 +433,6 @@ Tensor residual_op(const Tensor& residual, const Tensor& y, const OptTensor& gat
   return out;
 }
 
-}  // namespace
-
-// The schemas are defined by torch.library.custom_op in Python; these are their kernels for two dispatch keys.
 // check_mixer_inputs() of dimexport/ops/mixer.py: the shapes of one Mamba mixer (the pieces check the rest).
 void check_mixer_inputs(const Tensor& hidden, const Tensor& in_w, const Tensor& xproj_w, const Tensor& dtproj_w,
                         const Tensor& A, const Tensor& out_w) {
@@ -463,7 +460,7 @@ void check_mixer_inputs(const Tensor& hidden, const Tensor& in_w, const Tensor& 
 }
 
 // mamba_mixer_reference() of dimexport/ops/mixer.py step for step (the same projections, views and kernels, so the
-// same bits), with the conv and the scan called directly: one call from Python instead of 17.
+// same bits), with the conv and the scan called directly: one call from Python instead of 18.
 Tensor mamba_mixer(const Tensor& hidden, const Tensor& in_w, const Tensor& conv_w, const OptTensor& conv_b,
                    const Tensor& xproj_w, const Tensor& dtproj_w, const Tensor& dt_bias, const Tensor& A,
                    const Tensor& D, const Tensor& out_w, bool reverse) {
@@ -478,6 +475,9 @@ Tensor mamba_mixer(const Tensor& hidden, const Tensor& in_w, const Tensor& conv_
   return at::linear(y.transpose(1, 2), out_w);
 }
 
+}  // namespace
+
+// The schemas are defined by torch.library.custom_op in Python; these are their kernels for two dispatch keys.
 TORCH_LIBRARY_IMPL(dimexport, CPU, m) {
   m.impl("selective_scan", &scan);
   m.impl("causal_conv1d_silu", &conv_silu);
