@@ -97,11 +97,15 @@ class Mamba(nn.Module):
         setattr(self, a_name, nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(di, 1)))
         setattr(self, f"D{suffix}", nn.Parameter(torch.ones(di)))
 
-    def _direction(self, x: Tensor, z: Tensor, suffix: str, reverse: bool, A: Tensor) -> Tensor:
+    def _weights(self, suffix: str) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:
+        """One direction's conv weight (Di, K) and bias, x_proj weight, dt_proj weight and bias: the arguments that
+        ops.mamba_direction and ops.mamba_mixer take between their inputs and A."""
         conv: nn.Conv1d = getattr(self, f"conv1d{suffix}")
         dt_proj: nn.Linear = getattr(self, f"dt_proj{suffix}")
-        return mamba_direction(x, z, conv.weight.squeeze(1), conv.bias, getattr(self, f"x_proj{suffix}").weight,
-                               dt_proj.weight, dt_proj.bias, A, getattr(self, f"D{suffix}"), reverse)
+        return conv.weight.squeeze(1), conv.bias, getattr(self, f"x_proj{suffix}").weight, dt_proj.weight, dt_proj.bias
+
+    def _direction(self, x: Tensor, z: Tensor, suffix: str, reverse: bool, A: Tensor) -> Tensor:
+        return mamba_direction(x, z, *self._weights(suffix), A, getattr(self, f"D{suffix}"), reverse)
 
     def forward(self, hidden: Tensor, A: Tensor | None = None) -> Tensor:
         """(B, L, d_model) -> (B, L, d_model). `A`: the forward direction's -exp(A_log), where the caller computed
@@ -111,9 +115,7 @@ class Mamba(nn.Module):
             A = -torch.exp(self.A_log.float())
         traced = torch.compiler.is_compiling() or torch.compiler.is_exporting()
         if not (self.bimamba or torch.is_grad_enabled() or traced):
-            return mamba_mixer(hidden, self.in_proj.weight, self.conv1d.weight.squeeze(1), self.conv1d.bias,
-                               self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias, A, self.D,
-                               self.out_proj.weight)
+            return mamba_mixer(hidden, self.in_proj.weight, *self._weights(""), A, self.D, self.out_proj.weight)
         xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2*Di, L)
         x, z = xz.chunk(2, dim=1)
         y = self._direction(x, z, "", reverse=False, A=A)
